@@ -1,0 +1,1 @@
+"""Diameter Gq' admission towards the RACS (SPDF)."""

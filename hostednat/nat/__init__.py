@@ -1,0 +1,1 @@
+"""Media bindings: port pools, latching rules and binding tables."""

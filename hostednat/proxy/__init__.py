@@ -1,0 +1,1 @@
+"""Twisted glue: the RTSP proxy protocols, session table and service."""
