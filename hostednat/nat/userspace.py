@@ -1,0 +1,568 @@
+"""The embedded data plane: a userspace UDP relay behind :class:`BindingTable`.
+
+Theory of operation.  Each leg of a binding (RTP, and RTCP unless the
+transport uses a single port) owns two UDP sockets, one on the access
+address (where the box punches) and one on the core address (where the
+server sends).  Each socket is registered with the reactor as a small read
+descriptor; when it is readable, ``doRead`` drains it with non-blocking
+``recv_into`` (core side) or ``recvfrom_into`` (access side) calls into one
+buffer shared by the table, and sends each datagram on with ``sendto``, up
+to a batch cap so that one busy leg cannot starve the others.  Twisted's
+``DatagramProtocol`` is not used: with its per-datagram work (a ``bytes``
+copy, a ``datagramReceived`` call, a return to the reactor after a few
+reads) a relay spent about three times the CPU per datagram of a bare
+``recvfrom``/``sendto`` loop (lab notes, "Userspace relays under load").
+
+Core side.  A datagram from any source is media for the leg: the core
+network is the operator's, servers sometimes send from a port other than
+the ``server_port`` they announced, and skipping the source check keeps the
+hot path to one ``recv_into`` and one ``sendto``.  Before the leg latches
+the datagram is dropped and counted (``dropped_before_latch``; reference
+7.2 rule 7); after, it leaves from the *access socket of the same leg*, the
+port the box punched to, towards the latched endpoint (rule 5), so that an
+address- and port-dependent filter in the home gateway lets it in.
+
+Access side.  Every datagram goes through the leg's
+:class:`~hostednat.nat.latch.LatchGuard`, with the reactor's time.  A
+datagram that latches (or relatches) records ``binding.latched[leg]`` and
+tells the observer.  Datagrams from the latched endpoint (RTCP receiver
+reports, further punches) leave from the core socket of the same leg
+towards the server's endpoint for that leg once :meth:`install` gave it,
+and are dropped before that.  Refused datagrams are counted: from another IP,
+or from another port of the box's IP while the latched endpoint is live,
+as ``dropped_foreign_source`` (rule 6); from the box's IP with nothing
+latched and no window open, as ``dropped_before_latch``.
+
+Nothing is logged per datagram; counts accumulate per binding and are added
+to the table's totals when a binding is removed.
+
+Not supported: policing to the authorised bandwidth (rule 7), filtering
+punch payloads before they reach the server (rule 9: all accepted datagrams
+are forwarded), datagrams longer than 65,535 bytes (the IPv4 UDP maximum;
+IPv6 jumbograms are truncated), and ICMP errors from the server or the box
+(they are not reported to an unconnected UDP socket).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import socket
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+from hostednat.nat.binding import (
+    Binding,
+    BindingCounters,
+    BindingFailed,
+    BindingObserver,
+    BindingRequest,
+    Endpoint,
+    Leg,
+    NoPortsAvailable,
+    PortPair,
+)
+from hostednat.nat.latch import LatchDecision, LatchGuard
+from hostednat.nat.ports import PortPool
+
+__all__ = ["EVENT_OBSERVER_FAILED", "UserspaceBindingTable"]
+
+#: ``hostednat_event`` of the log event emitted when the observer raises.
+EVENT_OBSERVER_FAILED = "binding.observer_failed"
+
+# The largest length a UDP header can carry (RFC 768); anything longer (IPv6
+# jumbograms) is truncated.
+_DATAGRAM_BUFFER = 65535
+
+# Ports tried per side before giving up: enough to step over the few ports
+# of a range that other software may hold; a range mostly in use elsewhere
+# is a configuration error, reported as exhaustion.
+_BIND_ATTEMPTS = 8
+
+# Datagrams read per doRead call: large enough that the reactor's own work
+# per wake-up (epoll_wait, timers, logging context) is spread over many
+# datagrams, small enough (~1 ms of work) that other legs are served soon.
+# Chosen with benchmarks/relay_pps.py.
+_READ_BATCH = 256
+
+
+class RelayReactor(Protocol):
+    """What the table needs from a reactor: descriptors and the time.
+
+    Any Twisted reactor providing ``IReactorFDSet`` and ``IReactorTime``.
+    """
+
+    def addReader(self, reader: Any) -> None:
+        """Start calling ``reader.doRead`` when its descriptor is readable."""
+
+    def removeReader(self, reader: Any) -> None:
+        """Stop watching ``reader``."""
+
+    def seconds(self) -> float:
+        """The current time."""
+
+
+@attrs.define(eq=False)
+class _LegState:
+    """The mutable state of one leg, shared by its two readers."""
+
+    binding: Binding
+    leg: Leg
+    guard: LatchGuard
+    counters: BindingCounters
+    to_box: tuple[str, int] | None = None
+    to_server: tuple[str, int] | None = None
+
+
+@attrs.define(eq=False)
+class _BindingState:
+    binding: Binding
+    counters: BindingCounters
+    legs: dict[Leg, _LegState]
+    readers: list[_Reader]
+
+
+@implementer(IReadDescriptor)
+class _Reader:
+    """One socket of a leg, registered with the reactor."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: socket.socket,
+        state: _LegState,
+        buffer: bytearray,
+        batch: int,
+    ) -> None:
+        self.sock = sock
+        self.state = state
+        self._fileno = sock.fileno()
+        self._buffer = buffer
+        self._view = memoryview(buffer)
+        self._batch = range(batch)
+        self._send = peer.sendto
+
+    def fileno(self) -> int:
+        """The socket's descriptor, or -1 once closed."""
+        return self._fileno
+
+    def logPrefix(self) -> str:
+        """Prefix for log events emitted while this reader runs."""
+        return "hostednat-relay"
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Close the socket; the reactor has stopped watching it."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket; safe to call more than once."""
+        self._fileno = -1
+        self.sock.close()
+
+    def doRead(self) -> None:
+        """Handle the datagrams waiting on the socket."""
+        raise NotImplementedError
+
+
+class _CoreReader(_Reader):
+    """Media from the server: relayed to the latched endpoint, or dropped."""
+
+    def doRead(self) -> None:
+        """Relay up to a batch of datagrams from the core socket."""
+        recv_into = self.sock.recv_into
+        buffer = self._buffer
+        view = self._view
+        send = self._send
+        destination = self.state.to_box
+        packets = octets = dropped = 0
+
+        if destination is None:
+            for _ in self._batch:
+                try:
+                    recv_into(buffer)
+                except BlockingIOError:
+                    break
+                dropped += 1
+        else:
+            for _ in self._batch:
+                try:
+                    size = recv_into(buffer)
+                except BlockingIOError:
+                    break
+                try:
+                    send(view[:size], destination)
+                except OSError:
+                    # A full send buffer or an unreachable box: the datagram
+                    # is lost, as it would be on the wire.
+                    continue
+                packets += 1
+                octets += size
+
+        counters = self.state.counters
+        counters.packets_to_box += packets
+        counters.bytes_to_box += octets
+        counters.dropped_before_latch += dropped
+
+
+class _AccessReader(_Reader):
+    """Datagrams from the box's side: latching, then RTCP to the server."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: socket.socket,
+        state: _LegState,
+        buffer: bytearray,
+        batch: int,
+        table: UserspaceBindingTable,
+    ) -> None:
+        super().__init__(sock, peer, state, buffer, batch)
+        self._table = table
+
+    def doRead(self) -> None:
+        """Judge and forward up to a batch of datagrams."""
+        state = self.state
+        guard = state.guard
+        counters = state.counters
+        now = self._table.reactor.seconds()
+
+        for _ in self._batch:
+            try:
+                size, address = self.sock.recvfrom_into(self._buffer)
+            except BlockingIOError:
+                break
+            source = Endpoint(address[0], address[1])
+            decision = guard.offer(source, now)
+
+            if decision is LatchDecision.DROPPED_FOREIGN:
+                counters.dropped_foreign_source += 1
+                continue
+            if decision is LatchDecision.DROPPED_WINDOW:
+                if guard.latched is None:
+                    counters.dropped_before_latch += 1
+                else:
+                    counters.dropped_foreign_source += 1
+                continue
+            if decision.latches:
+                counters.latch_datagrams += 1
+                self._table._latched(state, source)
+                if self._fileno == -1:
+                    # The observer removed the binding.
+                    return
+
+            self._forward(size)
+
+    def _forward(self, size: int) -> None:
+        destination = self.state.to_server
+        if destination is None:
+            return
+        try:
+            self._send(self._view[:size], destination)
+        except OSError:
+            return
+        counters = self.state.counters
+        counters.packets_to_server += 1
+        counters.bytes_to_server += size
+
+
+class UserspaceBindingTable:
+    """A :class:`~hostednat.nat.binding.BindingTable` relaying in userspace.
+
+    :param reactor: provides ``IReactorFDSet`` and ``IReactorTime``.
+    :param access_address: local IP the box punches to.
+    :param core_address: local IP the server sends to.
+    :param access_pool: ports on ``access_address``.
+    :param core_pool: ports on ``core_address``.
+    :param latch_window: seconds a leg may latch after :meth:`allocate` or
+        :meth:`relatch` (reference 7.2 rule 2).
+    :param relatch_after: seconds of silence after which another port of the
+        box's IP takes a leg over (reference 7.2 rule 3b).
+    :param receive_buffer: ``SO_RCVBUF`` and ``SO_SNDBUF`` of every socket,
+        in bytes; the kernel doubles it and caps it at ``net.core.rmem_max``
+        and ``wmem_max``.  The 4 MiB default roughly doubled the loss-free
+        rate of relays under bursty load (lab notes).
+    :param observer: told when a leg latches; also settable later as the
+        ``observer`` attribute.
+    :param read_batch: datagrams read from one socket per wake-up.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: RelayReactor,
+        *,
+        access_address: str,
+        core_address: str,
+        access_pool: PortPool,
+        core_pool: PortPool,
+        latch_window: float,
+        relatch_after: float,
+        receive_buffer: int = 4 << 20,
+        observer: BindingObserver | None = None,
+        read_batch: int = _READ_BATCH,
+    ) -> None:
+        self.reactor = reactor
+        self.observer = observer
+        self._access_address = access_address
+        self._core_address = core_address
+        self._access_pool = access_pool
+        self._core_pool = core_pool
+        self._latch_window = latch_window
+        self._relatch_after = relatch_after
+        self._receive_buffer = receive_buffer
+        self._read_batch = read_batch
+        self._buffer = bytearray(_DATAGRAM_BUFFER)
+        self._ids = itertools.count(1)
+        self._bindings: dict[Binding, _BindingState] = {}
+        self._retired = BindingCounters()
+
+    def __len__(self) -> int:
+        """How many bindings are allocated."""
+        return len(self._bindings)
+
+    def allocate(self, request: BindingRequest) -> Binding:
+        """Bind the access and core sockets and open the latch window.
+
+        :raises NoPortsAvailable: a pool is exhausted, or
+            :data:`_BIND_ATTEMPTS` ports in a row were in use elsewhere.
+        :raises BindingFailed: binding a socket failed for another reason
+            (for example an address that is not local).
+        :raises ValueError: ``request.box_address`` is not an IP address.
+        """
+        single = request.box_ports.single
+        now = self.reactor.seconds()
+        guards = {}
+        for leg in request.box_ports.legs():
+            guards[leg] = LatchGuard(
+                request.box_address, self._latch_window, self._relatch_after
+            )
+            guards[leg].open_window(now)
+
+        access_port, access_sockets = self._bind_side(
+            self._access_pool, self._access_address, single
+        )
+        try:
+            core_port, core_sockets = self._bind_side(
+                self._core_pool, self._core_address, single
+            )
+        except BaseException:
+            _close_all(access_sockets)
+            self._access_pool.release(access_port)
+            raise
+
+        binding = Binding(
+            binding_id=str(next(self._ids)),
+            request=request,
+            access_address=self._access_address,
+            core_address=self._core_address,
+            access=_pair(access_port, single),
+            core=_pair(core_port, single),
+        )
+        state = _BindingState(binding, BindingCounters(), {}, [])
+        for index, (leg, guard) in enumerate(guards.items()):
+            self._start_leg(
+                state, leg, guard, access_sockets[index], core_sockets[index]
+            )
+        self._bindings[binding] = state
+        return binding
+
+    def install(
+        self, binding: Binding, server_rtp: Endpoint, server_rtcp: Endpoint | None
+    ) -> Deferred[None]:
+        """Send the box's datagrams for each leg to the server's endpoint.
+
+        ``server_rtcp`` is ignored for a single-port binding.
+        """
+        state = self._bindings.get(binding)
+        if state is None:
+            return fail(_unknown(binding))
+
+        servers = {Leg.RTP: server_rtp, Leg.RTCP: server_rtcp}
+        for leg, leg_state in state.legs.items():
+            server = servers[leg]
+            if server is not None:
+                binding.server[leg] = server
+                leg_state.to_server = (server.host, server.port)
+        return succeed(None)
+
+    def latch(self, binding: Binding, leg: Leg, source: Endpoint) -> Deferred[None]:
+        """Send ``leg``'s media to ``source`` from now on.
+
+        The observer is not told: the caller already knows.
+        """
+        state = self._bindings.get(binding)
+        if state is None or leg not in state.legs:
+            return fail(_unknown(binding, leg))
+
+        leg_state = state.legs[leg]
+        leg_state.guard.latch(source, self.reactor.seconds())
+        self._record_latch(leg_state, source)
+        return succeed(None)
+
+    def relatch(self, binding: Binding) -> None:
+        """Open a new latch window on every leg of ``binding``.
+
+        :raises BindingFailed: ``binding`` is not in this table.
+        """
+        state = self._bindings.get(binding)
+        if state is None:
+            raise _unknown(binding)
+        now = self.reactor.seconds()
+        for leg_state in state.legs.values():
+            leg_state.guard.open_window(now)
+
+    def remove(self, binding: Binding) -> Deferred[None]:
+        """Stop relaying, close the sockets and release the ports.
+
+        Removing a binding that is not (or no longer) in the table does
+        nothing.
+        """
+        state = self._bindings.pop(binding, None)
+        if state is None:
+            return succeed(None)
+
+        for reader in state.readers:
+            self.reactor.removeReader(reader)
+            reader.close()
+        self._access_pool.release(binding.access.rtp)
+        self._core_pool.release(binding.core.rtp)
+        self._retired.add(state.counters)
+        return succeed(None)
+
+    def counters(self, binding: Binding) -> BindingCounters:
+        """A copy of the current counts of ``binding``.
+
+        :raises BindingFailed: ``binding`` is not in this table.
+        """
+        state = self._bindings.get(binding)
+        if state is None:
+            raise _unknown(binding)
+        return attrs.evolve(state.counters)
+
+    def totals(self) -> BindingCounters:
+        """Counts over every binding allocated since the table was created."""
+        total = attrs.evolve(self._retired)
+        for state in self._bindings.values():
+            total.add(state.counters)
+        return total
+
+    def close(self) -> Deferred[None]:
+        """Remove every binding."""
+        for binding in list(self._bindings):
+            self.remove(binding)
+        return succeed(None)
+
+    def _start_leg(
+        self,
+        state: _BindingState,
+        leg: Leg,
+        guard: LatchGuard,
+        access: socket.socket,
+        core: socket.socket,
+    ) -> None:
+        leg_state = _LegState(state.binding, leg, guard, state.counters)
+        state.legs[leg] = leg_state
+        batch = self._read_batch
+        readers = [
+            _AccessReader(access, core, leg_state, self._buffer, batch, self),
+            _CoreReader(core, access, leg_state, self._buffer, batch),
+        ]
+        for reader in readers:
+            state.readers.append(reader)
+            self.reactor.addReader(reader)
+
+    def _latched(self, leg_state: _LegState, source: Endpoint) -> None:
+        """Called by an access reader when its guard (re)latched."""
+        self._record_latch(leg_state, source)
+        observer = self.observer
+        if observer is None:
+            return
+        try:
+            observer.binding_latched(leg_state.binding, leg_state.leg, source)
+        except Exception:
+            # A reactor boundary: the relay must survive the observer.
+            self._log.failure(
+                "Binding observer failed on {binding_id} {leg}",
+                hostednat_event=EVENT_OBSERVER_FAILED,
+                binding_id=leg_state.binding.binding_id,
+                leg=leg_state.leg.value,
+            )
+
+    def _record_latch(self, leg_state: _LegState, source: Endpoint) -> None:
+        leg_state.binding.latched[leg_state.leg] = source
+        leg_state.to_box = (source.host, source.port)
+
+    def _bind_side(
+        self, pool: PortPool, address: str, single: bool
+    ) -> tuple[int, list[socket.socket]]:
+        """Allocate a slot from ``pool`` and bind its socket(s) on ``address``.
+
+        Slots found in use elsewhere stay out of the pool until this returns,
+        so that the retries draw other ports.
+        """
+        in_use: list[int] = []
+        try:
+            for _ in range(_BIND_ATTEMPTS):
+                port = pool.allocate_single() if single else pool.allocate_pair()
+                ports = (port,) if single else (port, port + 1)
+                try:
+                    return port, self._bind_ports(address, ports)
+                except OSError as error:
+                    if error.errno != errno.EADDRINUSE:
+                        pool.release(port)
+                        raise BindingFailed(
+                            f"cannot bind {address} port {port}: {error}"
+                        ) from error
+                    in_use.append(port)
+            raise NoPortsAvailable(
+                f"{_BIND_ATTEMPTS} ports in a row in use on {address}"
+            )
+        finally:
+            for port in in_use:
+                pool.release(port)
+
+    def _bind_ports(self, address: str, ports: tuple[int, ...]) -> list[socket.socket]:
+        sockets: list[socket.socket] = []
+        try:
+            for port in ports:
+                sockets.append(_open_socket(address, port, self._receive_buffer))
+        except BaseException:
+            _close_all(sockets)
+            raise
+        return sockets
+
+
+def _open_socket(address: str, port: int, buffer_size: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``address``:``port``."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_size)
+        sock.setblocking(False)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+def _pair(port: int, single: bool) -> PortPair:
+    return PortPair(port) if single else PortPair(port, port + 1)
+
+
+def _unknown(binding: Binding, leg: Leg | None = None) -> BindingFailed:
+    what = binding.binding_id if leg is None else f"{binding.binding_id} {leg.value}"
+    return BindingFailed(f"binding {what} is not in this table")

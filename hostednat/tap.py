@@ -1,0 +1,42 @@
+"""``twistd hostednat``: command-line options and the service maker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from hostednat.config import Config, ConfigError, load
+
+
+class Options(usage.Options):
+    """Options of ``twistd hostednat``."""
+
+    synopsis = "--config FILE"
+    longdesc = (
+        "Hosted-NAT RTSP proxy: relays RTSP between set-top boxes behind a NAPT "
+        "gateway and media servers, and carries UDP media across the NAT."
+    )
+    optParameters = [
+        ["config", "c", None, "TOML configuration file (see conf/hostednat.toml)."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["config"] is None:
+            raise usage.UsageError("--config is required")
+        try:
+            self["parsed"] = load(self["config"])
+        except ConfigError as error:
+            raise usage.UsageError(f"configuration error: {error}") from None
+
+
+def makeService(options: Options) -> IService:
+    """Build the service with the global reactor; the only place it is used."""
+    from twisted.internet import reactor
+
+    from hostednat.proxy.service import build_service
+
+    config: Config = options["parsed"]
+    service: Any = build_service(config, reactor)
+    return service  # type: ignore[no-any-return]

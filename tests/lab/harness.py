@@ -1,0 +1,201 @@
+"""The object behind the ``lab`` fixture: a topology plus the processes in it.
+
+Everything a test starts through a :class:`Lab` is stopped when the lab
+closes, before its namespaces are deleted, in reverse order of start.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .clients import ClientResult, Transport, run_ffmpeg, run_gst
+from .netns import Topology, open_socket
+from .processes import (
+    BackgroundProcess,
+    Finished,
+    Readiness,
+    run_bounded,
+    start_hostednat,
+    start_media_server,
+)
+
+MEDIA_PORT = 8554
+MEDIA_MOUNT = "/test"
+
+
+def endpoint_address(description: str, default_host: str) -> tuple[str, int]:
+    """Find the address a Twisted ``tcp:`` server endpoint listens on.
+
+    :param description: e.g. ``tcp:554:interface=198.51.100.1``.
+    :param default_host: the address to use when no interface is named.
+    :raises ValueError: for anything but a ``tcp:`` endpoint with a port.
+    """
+    kind, _, rest = description.partition(":")
+    if kind != "tcp":
+        raise ValueError(f"cannot probe a {kind!r} endpoint: {description}")
+    arguments = rest.split(":")
+    options = dict(part.split("=", 1) for part in arguments if "=" in part)
+    positional = [part for part in arguments if "=" not in part]
+    port = int(options.get("port", positional[0] if positional else "0"))
+    if port == 0:
+        raise ValueError(f"no port in {description}")
+    return options.get("interface", default_host), port
+
+
+class Lab:
+    """Five namespaces (box, gateway, edge, media, intruder) and their processes.
+
+    :ivar topology: the namespaces, links and rules.
+    :ivar directory: a private directory for configuration files.
+    """
+
+    def __init__(self, topology: Topology, directory: Path) -> None:
+        """Take over a built topology.
+
+        :param topology: what :meth:`Topology.create` returned.
+        :param directory: a private directory for configuration files.
+        """
+        self.topology = topology
+        self.directory = directory
+        self._processes: list[BackgroundProcess] = []
+        self._sockets: list[socket.socket] = []
+
+    @property
+    def addr(self) -> Mapping[str, str]:
+        """The lab's addresses: ``box``, ``gateway_lan``, ``gateway_wan``,
+        ``edge_access``, ``edge_core``, ``media``, ``intruder``."""
+        return self.topology.addr
+
+    def ns(self, role: str) -> str:
+        """Name the namespace of a lab host.
+
+        :param role: ``box``, ``gateway``, ``edge``, ``media`` or ``intruder``.
+        """
+        return self.topology.ns(role)
+
+    def run(self, role: str, argv: Sequence[str], timeout: float = 30.0) -> Finished:
+        """Run a command to completion inside a lab host.
+
+        :param role: the host.
+        :param argv: the command and its arguments.
+        :param timeout: seconds before the command's group is killed.
+        :returns: exit status and outputs; nothing is raised on failure.
+        """
+        return run_bounded(argv, timeout=timeout, netns=self.ns(role))
+
+    def spawn(
+        self,
+        role: str,
+        argv: Sequence[str],
+        ready: Readiness = None,
+        deadline: float = 15.0,
+    ) -> BackgroundProcess:
+        """Start a background process in a lab host and wait until it is ready.
+
+        :param role: the host.
+        :param argv: the command and its arguments.
+        :param ready: a pattern for a standard output line, a probe that
+            returns true once ready, or ``None`` not to wait.
+        :param deadline: seconds to wait for readiness.
+        :raises ProcessFailed: when it exits or misses the deadline.
+        """
+        process = BackgroundProcess(argv, netns=self.ns(role))
+        self._processes.append(process)
+        process.wait_ready(ready, deadline)
+        return process
+
+    def socket(
+        self, role: str, kind: socket.SocketKind = socket.SOCK_DGRAM
+    ) -> socket.socket:
+        """Open an IPv4 socket inside a lab host; it is closed with the lab.
+
+        :param role: the host.
+        :param kind: ``SOCK_DGRAM`` or ``SOCK_STREAM``.
+        """
+        created = open_socket(self.ns(role), kind)
+        self._sockets.append(created)
+        return created
+
+    def media_url(self, host: str | None = None, port: int = MEDIA_PORT) -> str:
+        """The RTSP URL of the test mount.
+
+        :param host: the host part; the media server's address by default.
+        :param port: the port part.
+        """
+        return f"rtsp://{host or self.addr['media']}:{port}{MEDIA_MOUNT}"
+
+    def start_media_server(self, shared: bool = False) -> BackgroundProcess:
+        """Serve the test mount from the media host on port 8554.
+
+        :param shared: whether to use a shared media factory.
+        """
+        server, _ = start_media_server(
+            self.addr["media"],
+            MEDIA_PORT,
+            netns=self.ns("media"),
+            mount=MEDIA_MOUNT,
+            shared=shared,
+        )
+        self._processes.append(server)
+        return server
+
+    def start_hostednat(self, config_text: str, deadline: float = 15.0) -> BackgroundProcess:
+        """Run hostednat in the edge host with a TOML configuration.
+
+        Ready once the first ``[rtsp].listen`` endpoint accepts a TCP
+        connection from inside the edge.
+
+        :param config_text: the configuration file's text.
+        :param deadline: seconds to wait for the listener.
+        :raises ProcessFailed: when it exits or does not listen in time.
+        """
+        listen = tomllib.loads(config_text)["rtsp"]["listen"][0]
+        address = endpoint_address(listen, self.addr["edge_access"])
+        directory = self.directory / f"hostednat-{len(self._processes)}"
+        directory.mkdir()
+        proxy = start_hostednat(
+            config_text,
+            directory,
+            address,
+            netns=self.ns("edge"),
+            deadline=deadline,
+        )
+        self._processes.append(proxy)
+        return proxy
+
+    def ffmpeg(
+        self, role: str, url: str, transport: Transport, seconds: float = 5
+    ) -> ClientResult:
+        """Run ffmpeg in a lab host; see :func:`clients.run_ffmpeg`.
+
+        :param role: the host.
+        :param url: the RTSP URL.
+        :param transport: ``udp`` or ``tcp``.
+        :param seconds: the media duration to ask for.
+        """
+        return run_ffmpeg(url, transport, seconds, netns=self.ns(role))
+
+    def gst(
+        self, role: str, url: str, transport: Transport, seconds: float = 6
+    ) -> ClientResult:
+        """Run a GStreamer rtspsrc pipeline in a lab host; see :func:`clients.run_gst`.
+
+        :param role: the host.
+        :param url: the RTSP URL.
+        :param transport: ``udp`` or ``tcp``.
+        :param seconds: how long the pipeline runs.
+        """
+        return run_gst(url, transport, seconds, netns=self.ns(role))
+
+    def close(self) -> None:
+        """Stop every process (newest first), close sockets, delete namespaces."""
+        try:
+            while self._processes:
+                self._processes.pop().stop()
+            while self._sockets:
+                self._sockets.pop().close()
+        finally:
+            self.topology.destroy()
