@@ -44,7 +44,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from ctypes import c_int64
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ DRAIN_SECONDS = 1.0
 FLOOD_SECONDS = 1.5
 FLOOD_WINDOW = (0.5, 1.3)
 FLOOD_TRIALS = 3
+STEP_ATTEMPTS = 3
 
 _context = multiprocessing.get_context("fork")
 Shared = Any  # a multiprocessing.RawArray of c_int64: [packets, stop]
@@ -323,34 +324,45 @@ def _step(rig: Rig, payload: bytes, rate: int, step_seconds: float) -> dict[str,
     }
 
 
-def loss_free_rate(
-    rig: Rig, size: int, rates: Sequence[int], step_seconds: float
-) -> dict[str, Any]:
-    """Step up the paced rate until a step (and its retry) loses datagrams.
+def loss_free_rates(
+    rigs: dict[str, Rig], size: int, rates: Sequence[int], step_seconds: float
+) -> dict[str, dict[str, Any]]:
+    """Step every relay up the paced rates, interleaved, until each loses.
 
-    The ramp also stops when the generator cannot pace a step within 5% of
-    its rate: ``generator_limited`` then says the relay's knee lies higher.
+    At each rate the relays take their step one after the other, so that
+    interference from other work on the machine hits them alike.  A step
+    passes if one of ``STEP_ATTEMPTS`` attempts delivers every datagram.  A
+    relay's ramp also ends when the generator cannot pace a step within 5%
+    of its rate; ``generator_limited`` then says the knee lies higher.
     """
     payload = bytes(size)
-    steps: list[dict[str, Any]] = []
-    best = 0
-    limited = False
+    results = {
+        kind: {"loss_free_pps": 0, "generator_limited": False, "steps": []}
+        for kind in rigs
+    }
+    running = set(rigs)
     for rate in rates:
-        step = _step(rig, payload, rate, step_seconds)
-        if step["lost"] > 0:
-            steps.append(step)
-            step = _step(rig, payload, rate, step_seconds)
-        steps.append(step)
-        if step["achieved"] < 0.95 * rate:
-            limited = True
+        for kind in [kind for kind in rigs if kind in running]:
+            result = results[kind]
+            for _attempt in range(STEP_ATTEMPTS):
+                step = _step(rigs[kind], payload, rate, step_seconds)
+                result["steps"].append(step)
+                if step["lost"] <= 0 or step["achieved"] < 0.95 * rate:
+                    break
+            if step["achieved"] < 0.95 * rate:
+                result["generator_limited"] = True
+                running.discard(kind)
+            elif step["lost"] > 0:
+                running.discard(kind)
+            else:
+                result["loss_free_pps"] = rate
+        if not running:
             break
-        if step["lost"] > 0:
-            break
-        best = rate
-    return {"loss_free_pps": best, "generator_limited": limited, "steps": steps}
+    return results
 
 
 def _flood_once(rig: Rig, payload: bytes) -> dict[str, Any]:
+    """Send flat out for ``FLOOD_SECONDS``; measure over ``FLOOD_WINDOW``."""
     sendto = rig.generator.sendto
     destination = (LOOPBACK, rig.core_port)
     relay_drops = _udp_drops(rig.core_port)
@@ -388,27 +400,24 @@ def _flood_once(rig: Rig, payload: bytes) -> dict[str, Any]:
     }
 
 
-def flood_rate(rig: Rig, size: int) -> dict[str, Any]:
-    """Send flat out, ``FLOOD_TRIALS`` times; the median trial is the result.
+def flood_rates(rigs: dict[str, Rig], size: int) -> dict[str, dict[str, Any]]:
+    """Flood every relay ``FLOOD_TRIALS`` times, interleaved; keep the best.
 
-    The result has the delivered and offered datagrams/s and the relay's CPU
-    time per delivered datagram, all over the middle of the flood.
+    The best trial is the relay's capacity with the least interference; the
+    JSON keeps every trial's delivered rate.
     """
     payload = bytes(size)
-    trials = [_flood_once(rig, payload) for _ in range(FLOOD_TRIALS)]
-    trials.sort(key=lambda trial: int(trial["delivered_pps"]))
-    median = dict(trials[len(trials) // 2])
-    median["trials"] = [trial["delivered_pps"] for trial in trials]
-    return median
+    trials: dict[str, list[dict[str, Any]]] = {kind: [] for kind in rigs}
+    for _trial in range(FLOOD_TRIALS):
+        for kind, rig in rigs.items():
+            trials[kind].append(_flood_once(rig, payload))
 
-
-@contextlib.contextmanager
-def _rig(kind: str, batch: int) -> Iterator[Rig]:
-    rig = Rig(kind, batch)
-    try:
-        yield rig
-    finally:
-        rig.close()
+    results = {}
+    for kind, runs in trials.items():
+        best = dict(max(runs, key=lambda trial: int(trial["delivered_pps"])))
+        best["trials"] = [trial["delivered_pps"] for trial in runs]
+        results[kind] = best
+    return results
 
 
 def run(
@@ -416,14 +425,17 @@ def run(
 ) -> dict[str, Any]:
     """Measure every relay for every size; returns the JSON document."""
     _pin(LOAD_CPU)
-    results: dict[str, dict[str, Any]] = {}
-    for kind in kinds:
-        results[kind] = {}
-        for size in SIZES:
-            with _rig(kind, batch) as rig:
-                measured = loss_free_rate(rig, size, rates, step_seconds)
-                measured.update(flood_rate(rig, size))
-            results[kind][str(size)] = measured
+    results: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
+    for size in SIZES:
+        with contextlib.ExitStack() as stack:
+            rigs = {}
+            for kind in kinds:
+                rigs[kind] = Rig(kind, batch)
+                stack.callback(rigs[kind].close)
+            ramps = loss_free_rates(rigs, size, rates, step_seconds)
+            floods = flood_rates(rigs, size)
+        for kind in kinds:
+            results[kind][str(size)] = {**ramps[kind], **floods[kind]}
 
     ratios: dict[str, dict[str, dict[str, float]]] = {}
     for kind in kinds:
@@ -440,6 +452,7 @@ def run(
         "config": {
             "rates": list(rates),
             "step_seconds": step_seconds,
+            "step_attempts": STEP_ATTEMPTS,
             "read_batch": batch,
             "buffer_bytes": BUFFER_BYTES,
             "flood_seconds": FLOOD_SECONDS,

@@ -2,8 +2,9 @@
 
 Each event is a :mod:`twisted.logger` event whose ``hostednat_event`` field
 holds one of these keys; operators alert on the key, never on the rendered
-text.  Levels: info for session, binding and peer lifecycle; warn for
-malformed input from a peer; error for a dependency that is down.  Nothing is
+text.  Levels: debug for binding allocation and release (a session's own
+events report them), info for session, latch and peer lifecycle, warn for
+malformed input from a peer, error for a dependency that is down.  Nothing is
 logged per media packet.
 """
 

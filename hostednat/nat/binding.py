@@ -63,6 +63,9 @@ class PortPair:
     rtp: int
     rtcp: int | None = None
 
+    def __str__(self) -> str:
+        return str(self.rtp) if self.rtcp is None else f"{self.rtp}-{self.rtcp}"
+
     @property
     def single(self) -> bool:
         return self.rtcp is None

@@ -47,6 +47,7 @@ NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
+NLM_F_APPEND = 0x800
 NLMSG_ERROR = 0x2
 NLMSG_DONE = 0x3
 NLA_F_NESTED = 0x8000
@@ -202,7 +203,7 @@ class NetlinkChannel:
         while pending:
             buffer = self._sock.recv(self._RECEIVE_CHUNK)
             for msg_type, _flags, seq, payload in split_messages(buffer):
-                if msg_type == NLMSG_ERROR or msg_type == NLMSG_DONE:
+                if msg_type in (NLMSG_ERROR, NLMSG_DONE):
                     code = -_ERRNO.unpack_from(payload)[0] if payload else 0
                     replies[seq] = Reply(code, tuple(collected.get(seq, ())))
                     pending.discard(seq)

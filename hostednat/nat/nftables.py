@@ -65,6 +65,7 @@ from hostednat.nat.conntrack import FlowTuple
 from hostednat.nat.netlink import (
     NLA_MAX_PAYLOAD,
     NLM_F_ACK,
+    NLM_F_APPEND,
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_EXCL,
@@ -632,11 +633,9 @@ def create_table(writer: BatchWriter, spec: NatTable) -> None:
             ("NFTA_RULE_CHAIN", chain),
             ("NFTA_RULE_EXPRESSIONS", expressions),
         ]
-        writer.add_pyroute2(rule, NFT_MSG_NEWRULE, NLM_F_CREATE)
+        writer.add_pyroute2(rule, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND)
 
 
 def delete_table(writer: BatchWriter, name: str) -> int:
     """Append DELTABLE: the table with all its sets, elements and chains."""
-    return writer.add(
-        NFT_MSG_DELTABLE, 0, nla(NFTA_TABLE_NAME, name.encode() + b"\0")
-    )
+    return writer.add(NFT_MSG_DELTABLE, 0, nla(NFTA_TABLE_NAME, name.encode() + b"\0"))

@@ -18,6 +18,7 @@ Not supported: several upstream servers on one box connection (answered 400),
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -25,8 +26,16 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -75,6 +84,8 @@ class Slot:
 class ProxyFactory(Factory):
     """Builds a :class:`BoxConnection` per accepted box connection."""
 
+    noisy = False
+
     def __init__(
         self,
         reactor: Any,
@@ -101,11 +112,23 @@ class ProxyFactory(Factory):
     def connect_upstream(
         self, target: Target, box: BoxConnection
     ) -> Deferred[UpstreamConnection]:
-        """Open the TCP connection to ``target`` (resolution off-thread)."""
-        endpoint = HostnameEndpoint(
-            self.reactor, target.host, target.port, timeout=self.rtsp.connect_timeout
-        )
-        return connectProtocol(endpoint, UpstreamConnection(box))
+        """Open the TCP connection to ``target``.
+
+        An address literal is connected to directly; a name goes through
+        :class:`HostnameEndpoint`, which resolves it off the reactor thread.
+        """
+        timeout = self.rtsp.connect_timeout
+        endpoint: IStreamClientEndpoint
+        try:
+            version = ipaddress.ip_address(target.host).version
+        except ValueError:
+            endpoint = HostnameEndpoint(
+                self.reactor, target.host, target.port, timeout=timeout
+            )
+        else:
+            literal = TCP4ClientEndpoint if version == 4 else TCP6ClientEndpoint
+            endpoint = literal(self.reactor, target.host, target.port, timeout=timeout)
+        return endpoint.connect(_UpstreamFactory(box))
 
 
 class BoxConnection(Protocol):
@@ -355,13 +378,13 @@ class BoxConnection(Protocol):
             )
             self._answer_locally(slot, error.status)
             return None
-        self.log.info(
+        self.log.debug(
             "binding {binding} allocated: access {access} core {core}",
             hostednat_event=events.BINDING_ALLOCATED,
             binding=binding.binding_id,
             session=session.key,
-            access=binding.access,
-            core=binding.core,
+            access=str(binding.access),
+            core=str(binding.core),
         )
         stream = self._describe_stream(request, session, plan, binding)
 
@@ -631,6 +654,18 @@ class UpstreamConnection(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         if self.box.upstream is self:
             self.box.upstream_lost()
+
+
+class _UpstreamFactory(Factory):
+    """Builds the one upstream connection of a box connection."""
+
+    noisy = False
+
+    def __init__(self, box: BoxConnection) -> None:
+        self.box = box
+
+    def buildProtocol(self, addr: Any) -> UpstreamConnection:
+        return UpstreamConnection(self.box)
 
 
 _NO_REQUEST = Request("", "", "RTSP/1.0", Headers())

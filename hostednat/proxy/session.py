@@ -191,7 +191,7 @@ class SessionTable:
 
     def release(self, binding: Binding, cause: str) -> None:
         """Give a binding back to its table."""
-        self.log.info(
+        self.log.debug(
             "binding {binding} released: {cause}",
             hostednat_event=events.BINDING_RELEASED,
             binding=binding.binding_id,

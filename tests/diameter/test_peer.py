@@ -311,7 +311,6 @@ def test_suspect_peer_fails_over_with_t_flag() -> None:
         now = first.get_timer() or 0.0
         link(second, responders[1], now)
         group.handle_timer(now)
-        link(second, responders[1], now)
     events = drain(group)
     assert PeerSuspected("spdf1") in events
     resent = dict(group.data_to_send())["spdf2"]

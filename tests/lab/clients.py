@@ -270,8 +270,8 @@ def gst_argv(
     """
     sinks: list[str] = []
     for index in range(streams):
-        sinks += ["s.", "!", "queue", "!", "fakesink", f"name=sink{index}",
-                  "silent=false", "sync=false"]
+        branch = f"s. ! queue ! fakesink name=sink{index} silent=false sync=false"
+        sinks += branch.split()
     return [
         "timeout",
         "--preserve-status",

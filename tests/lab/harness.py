@@ -23,6 +23,7 @@ from .processes import (
 )
 
 MEDIA_PORT = 8554
+EDGE_RTSP_PORT = 554
 MEDIA_MOUNT = "/test"
 
 
@@ -127,6 +128,13 @@ class Lab:
         """
         return f"rtsp://{host or self.addr['media']}:{port}{MEDIA_MOUNT}"
 
+    def edge_url(self, port: int = EDGE_RTSP_PORT) -> str:
+        """The URL a box uses through hostednat: the test mount on the edge.
+
+        :param port: hostednat's RTSP port on the access address.
+        """
+        return self.media_url(self.addr["edge_access"], port)
+
     def start_media_server(self, shared: bool = False) -> BackgroundProcess:
         """Serve the test mount from the media host on port 8554.
 
@@ -142,7 +150,9 @@ class Lab:
         self._processes.append(server)
         return server
 
-    def start_hostednat(self, config_text: str, deadline: float = 15.0) -> BackgroundProcess:
+    def start_hostednat(
+        self, config_text: str, deadline: float = 15.0
+    ) -> BackgroundProcess:
         """Run hostednat in the edge host with a TOML configuration.
 
         Ready once the first ``[rtsp].listen`` endpoint accepts a TCP

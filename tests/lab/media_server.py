@@ -83,9 +83,7 @@ def build_factory(shared: bool) -> GstRtspServer.RTSPMediaFactory:
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(LAUNCH_LINE)
     factory.set_shared(shared)
-    factory.set_protocols(
-        GstRtsp.RTSPLowerTrans.UDP | GstRtsp.RTSPLowerTrans.TCP
-    )
+    factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP | GstRtsp.RTSPLowerTrans.TCP)
     return factory
 
 
@@ -138,9 +136,7 @@ def main(argv: list[str]) -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address(options.address)
     server.set_service(str(options.port))
-    server.get_mount_points().add_factory(
-        options.mount, build_factory(options.shared)
-    )
+    server.get_mount_points().add_factory(options.mount, build_factory(options.shared))
     server.connect("client-connected", on_client_connected)
 
     loop = GLib.MainLoop()

@@ -39,6 +39,7 @@ it was created in.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -207,10 +208,8 @@ def kill_namespace_processes(netns: str) -> None:
     except NetnsError:
         return
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def delete_namespaces(names: list[str]) -> None:

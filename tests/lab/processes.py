@@ -141,9 +141,7 @@ def _leader_exited(process: subprocess.Popen[str]) -> bool:
     if process.returncode is not None:
         return True
     try:
-        state = os.waitid(
-            os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT
-        )
+        state = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
         return True
     return state is not None
@@ -227,7 +225,9 @@ class BackgroundProcess:
                 + tail("\n".join(self.stderr_lines))
             )
 
-    def wait_ready(self, ready: Readiness, deadline: float = 15.0) -> re.Match[str] | None:
+    def wait_ready(
+        self, ready: Readiness, deadline: float = 15.0
+    ) -> re.Match[str] | None:
         """Wait until the process is ready.
 
         :param ready: a pattern searched in standard output lines, or a
@@ -253,9 +253,7 @@ class BackgroundProcess:
                 self._wait_readers()
                 raise ProcessFailed(f"exited before ready\n{self.output()}")
             if time.monotonic() >= expires:
-                raise ProcessFailed(
-                    f"not ready within {deadline} s\n{self.output()}"
-                )
+                raise ProcessFailed(f"not ready within {deadline} s\n{self.output()}")
             with self._changed:
                 self._changed.wait(timeout=0.05)
 
@@ -328,7 +326,9 @@ def tcp_accepts(host: str, port: int, netns: str | None = None) -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+def free_port(
+    host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM
+) -> int:
     """Ask the kernel for a port that is free right now.
 
     :param host: the address to bind.
