@@ -38,7 +38,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -69,13 +68,18 @@ def _answer(head: bytes, serial: int) -> bytes:
     lines = [b"RTSP/1.0 200 OK", b"CSeq: " + cseq]
     body = b""
     if method == b"DESCRIBE":
-        lines += [b"Content-Type: application/sdp", b"Content-Base: " + head.split()[1] + b"/"]
+        lines += [
+            b"Content-Type: application/sdp",
+            b"Content-Base: " + head.split()[1] + b"/",
+        ]
         body = SDP
     elif method == b"SETUP":
         transport = _field(head, b"Transport")
         ports = transport.split(b"client_port=")[1].split(b";")[0]
         lines.append(
-            b"Transport: RTP/AVP;unicast;client_port=" + ports + b";server_port=6970-6971"
+            b"Transport: RTP/AVP;unicast;client_port="
+            + ports
+            + b";server_port=6970-6971"
         )
         lines.append(b"Session: bench%d;timeout=60" % serial)
     elif method == b"OPTIONS":
@@ -88,7 +92,9 @@ def _answer(head: bytes, serial: int) -> bytes:
 async def _serve_upstream(port: int) -> None:
     serial = 0
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         nonlocal serial
         serial += 1
         session = serial
@@ -167,7 +173,9 @@ async def _session(port: int, client_port: int) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     url = f"rtsp://{HOST}:{port}/bench"
     await _exchange(reader, writer, _request("OPTIONS", url, 1))
-    await _exchange(reader, writer, _request("DESCRIBE", url, 2, "Accept: application/sdp"))
+    await _exchange(
+        reader, writer, _request("DESCRIBE", url, 2, "Accept: application/sdp")
+    )
     session = ""
     for index in range(2):
         transport = (
@@ -176,7 +184,9 @@ async def _session(port: int, client_port: int) -> None:
         )
         extra = [transport] + ([f"Session: {session}"] if session else [])
         head = await _exchange(
-            reader, writer, _request("SETUP", f"{url}/stream={index}", 3 + index, *extra)
+            reader,
+            writer,
+            _request("SETUP", f"{url}/stream={index}", 3 + index, *extra),
         )
         assert head.startswith(b"RTSP/1.0 200"), head
         session = _field(head, b"Session").split(b";")[0].decode()
@@ -248,7 +258,14 @@ def main() -> None:
     upstream_port, proxy_port = 18600, 18601
     upstream = _spawn(["--role", "upstream", "--port", str(upstream_port)], other_cpu)
     proxy = _spawn(
-        ["--role", "proxy", "--port", str(proxy_port), "--upstream-port", str(upstream_port)],
+        [
+            "--role",
+            "proxy",
+            "--port",
+            str(proxy_port),
+            "--upstream-port",
+            str(upstream_port),
+        ],
         proxy_cpu,
     )
     try:
@@ -277,9 +294,9 @@ def main() -> None:
     result["added_p50_ms"] = result["proxied_p50_ms"] - result["direct_p50_ms"]
     result["added_p99_ms"] = result["proxied_p99_ms"] - result["direct_p99_ms"]
     print(f"OPTIONS round trip over {args.requests} requests (ms):")
-    print(f"  direct   p50 {result['direct_p50_ms']:.3f}  p99 {result['direct_p99_ms']:.3f}")
-    print(f"  proxied  p50 {result['proxied_p50_ms']:.3f}  p99 {result['proxied_p99_ms']:.3f}")
-    print(f"  added    p50 {result['added_p50_ms']:.3f}  p99 {result['added_p99_ms']:.3f}")
+    for label in ("direct", "proxied", "added"):
+        p50, p99 = result[f"{label}_p50_ms"], result[f"{label}_p99_ms"]
+        print(f"  {label:8} p50 {p50:.3f}  p99 {p99:.3f}")
     print(
         f"full sessions (OPTIONS, DESCRIBE, 2 SETUP, PLAY, TEARDOWN), "
         f"{args.concurrency} concurrent, {elapsed:.1f} s:"

@@ -132,9 +132,11 @@ def parse(data: Mapping[str, Any], where: str = "<config>") -> Config:
         raise ConfigError(where, "routes", "reverse mode needs at least one route")
     if rtsp.mode == "forward" and not allow:
         raise ConfigError(where, "forward.allow", "forward mode needs an allow-list")
-    if nat.access_ports.first <= nat.core_ports.last and (
-        nat.core_ports.first <= nat.access_ports.last
-    ) and nat.access_address == nat.core_address:
+    if (
+        nat.access_ports.first <= nat.core_ports.last
+        and (nat.core_ports.first <= nat.access_ports.last)
+        and nat.access_address == nat.core_address
+    ):
         raise ConfigError(
             where, "nat.core_ports", "overlaps nat.access_ports on the same address"
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -18,7 +18,7 @@ class Options(usage.Options):
         "Hosted-NAT RTSP proxy: relays RTSP between set-top boxes behind a NAPT "
         "gateway and media servers, and carries UDP media across the NAT."
     )
-    optParameters = [
+    optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "TOML configuration file (see conf/hostednat.toml)."],
     ]
 

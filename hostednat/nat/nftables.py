@@ -26,8 +26,12 @@ half of the value: the access endpoint the box punched to (reference 7.2
 rule 5) or the core endpoint.  Either way one conntrack entry with both
 translations carries the leg in both directions, so the box's RTCP reaches
 the server however the two sides' first packets interleave.  NAT chains see
-only a connection's first packet, so the ``forward`` chain (filter,
-priority 0) looks every forwarded packet up in ``counters``.
+only a connection's first packet, so the ``count`` chain (filter, hook
+postrouting, priority 300: after the source translation) looks every packet
+of a NATed connection up in ``counters`` by its translated source.  The
+forward hook would not do: it runs before the source translation, so a leg
+would be counted under the server's or the box's endpoint, and the box's one
+changes when the leg relatches.
 
 Registers (``include/uapi/linux/netfilter/nf_tables.h``): keys are built in
 the 32-bit registers 8, 9, 10 (``NFT_REG32_00``..``02``, where
@@ -128,16 +132,21 @@ _REG32_03 = 11
 
 # Hooks, priorities (nft's dstnat, srcnat, filter), and header bases.
 _HOOK_PREROUTING = 0
-_HOOK_FORWARD = 2
+# After srcnat (100), so that packets carry their translated source.
+_COUNT_PRIORITY = 300
 _HOOK_POSTROUTING = 4
 _NFT_PAYLOAD_NETWORK_HEADER = 1
 _NFT_PAYLOAD_TRANSPORT_HEADER = 2
 _NFT_META_L4PROTO = 16
+_NFT_CT_STATUS = 0x02
 _NFT_CT_PROTO_SRC = 0x0B
 _NFT_CT_PROTO_DST = 0x0C
 _NFT_CT_SRC_IP = 0x13
 _NFT_CT_DST_IP = 0x14
 _IP_CT_DIR_ORIGINAL = 0
+_NFT_CMP_NEQ = 1
+# include/uapi/linux/netfilter/nf_conntrack_common.h; status is host-endian.
+_IPS_DST_NAT = 0x20
 _NFT_NAT_SNAT = 0
 _NFT_NAT_DNAT = 1
 _IPPROTO_UDP = 17
@@ -452,6 +461,10 @@ def _payload(base: int, offset: int, length: int, dreg: int) -> dict[str, Any]:
     return _expr("payload", dreg=dreg, base=base, offset=offset, len=length)
 
 
+def _ct_status_dnat() -> dict[str, Any]:
+    return _expr("ct", dreg=_REG_1, key=_NFT_CT_STATUS)
+
+
 def _ct(key: int, dreg: int) -> dict[str, Any]:
     return _expr("ct", dreg=dreg, key=key, direction=_IP_CT_DIR_ORIGINAL)
 
@@ -545,11 +558,21 @@ def _rules(spec: NatTable) -> list[tuple[str, list[dict[str, Any]]]]:
                 _nat(_NFT_NAT_SNAT, _REG32_02, _REG32_03),
             ],
         ),
-        # ip saddr . udp sport @counters (the element's counter counts it)
+        # ct status dnat ip saddr . udp sport @counters (after SNAT)
         (
-            "forward",
+            "count",
             [
                 *_udp(),
+                _ct_status_dnat(),
+                _expr(
+                    "bitwise",
+                    sreg=_REG_1,
+                    dreg=_REG_1,
+                    len=4,
+                    mask=_value(struct.pack("=I", _IPS_DST_NAT)),
+                    xor=_value(bytes(4)),
+                ),
+                _expr("cmp", sreg=_REG_1, op=_NFT_CMP_NEQ, data=_value(bytes(4))),
                 ip_saddr,
                 _payload(transport, 0, 2, _REG32_01),
                 _lookup(COUNTER_SET, False),
@@ -588,7 +611,7 @@ def _set_message(spec: NatTable, name: str, set_id: int) -> Any:
 
 def _chain_message(spec: NatTable, name: str, hook: int, priority: int) -> Any:
     msg = nft_chain_msg()
-    kind = "filter" if hook == _HOOK_FORWARD else "nat"
+    kind = "filter" if name == "count" else "nat"
     msg["attrs"] = [
         ("NFTA_CHAIN_TABLE", spec.name),
         ("NFTA_CHAIN_NAME", name),
@@ -621,7 +644,7 @@ def create_table(writer: BatchWriter, spec: NatTable) -> None:
     chains = (
         ("prerouting", _HOOK_PREROUTING, -100),
         ("postrouting", _HOOK_POSTROUTING, 100),
-        ("forward", _HOOK_FORWARD, 0),
+        ("count", _HOOK_POSTROUTING, _COUNT_PRIORITY),
     )
     for name, hook, priority in chains:
         msg = _chain_message(spec, name, hook, priority)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import attrs
 
-from hostednat.nat.binding import Binding, Endpoint, Leg, PortPair
+from hostednat.nat.binding import Binding, Endpoint, PortPair
 from hostednat.rtsp.transport import HostPort, PortRange, TransportSpec
 
 __all__ = ["SetupPlan", "answer_to_box", "plan_setup", "server_endpoints"]
@@ -175,7 +175,9 @@ def _drop_foreign_destination(spec: TransportSpec, box_address: str) -> bool:
 def _box_ports(spec: TransportSpec) -> PortPair | None:
     client = spec.client_port
     if client is not None:
-        return PortPair(client.first, client.last if client.last != client.first else None)
+        return PortPair(
+            client.first, client.last if client.last != client.first else None
+        )
     addresses = spec.dest_addr
     if addresses and addresses[0].port is not None:
         second = addresses[1].port if len(addresses) > 1 else None

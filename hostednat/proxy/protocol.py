@@ -36,7 +36,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -59,11 +59,20 @@ from hostednat.proxy.routing import Router, RouteRefused, Target, UrlMap
 from hostednat.proxy.session import RtspSession, SessionTable
 from hostednat.rtsp.errors import REASONS, RtspError
 from hostednat.rtsp.headers import format_via, parse_session, rewrite_rtp_info_urls
-from hostednat.rtsp.message import Headers, InterleavedFrame, Request, Response
-from hostednat.rtsp.message import make_response
+from hostednat.rtsp.message import (
+    Headers,
+    InterleavedFrame,
+    Request,
+    Response,
+    make_response,
+)
 from hostednat.rtsp.parser import RtspParser
-from hostednat.rtsp.sdp import SessionDescription, match_media, parse_sdp
-from hostednat.rtsp.sdp import rewrite_controls
+from hostednat.rtsp.sdp import (
+    SessionDescription,
+    match_media,
+    parse_sdp,
+    rewrite_controls,
+)
 from hostednat.rtsp.transport import parse_transport
 
 AnswerHook = Callable[[Response], None]
@@ -128,7 +137,8 @@ class ProxyFactory(Factory):
         else:
             literal = TCP4ClientEndpoint if version == 4 else TCP6ClientEndpoint
             endpoint = literal(self.reactor, target.host, target.port, timeout=timeout)
-        return endpoint.connect(_UpstreamFactory(box))
+        connecting: Deferred[Any] = endpoint.connect(_UpstreamFactory(box))
+        return connecting
 
 
 class BoxConnection(Protocol):
@@ -162,7 +172,7 @@ class BoxConnection(Protocol):
         self.box_address = self.transport.getPeer().host  # type: ignore[union-attr]
         self.factory.connections.add(self)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.factory.connections.discard(self)
         self._closing = True
         self._queue.clear()
@@ -215,7 +225,9 @@ class BoxConnection(Protocol):
             error=str(error),
         )
         self._queue.clear()
-        answer = Response("RTSP/1.0", error.status, REASONS.get(error.status, ""), Headers())
+        answer = Response(
+            "RTSP/1.0", error.status, REASONS.get(error.status, ""), Headers()
+        )
         answer.headers.add("Connection", "close")
         answer.headers.add("Content-Length", "0")
         self._slots.append(Slot(_NO_REQUEST, answer))
@@ -287,9 +299,12 @@ class BoxConnection(Protocol):
             self._fail_outstanding(502)
             self._close_after_flush()
 
-        return connecting.addCallbacks(connected, unreachable)
+        done: Deferred[None] = connecting.addCallbacks(connected, unreachable)
+        return done
 
-    def _dispatch(self, request: Request, slot: Slot, urls: UrlMap) -> Deferred[None] | None:
+    def _dispatch(
+        self, request: Request, slot: Slot, urls: UrlMap
+    ) -> Deferred[None] | None:
         """Rewrite ``request`` for the server and send it, or answer it."""
         if not urls.identity and request.uri != "*":
             request.uri = urls.to_upstream(request.uri)
@@ -351,7 +366,9 @@ class BoxConnection(Protocol):
             return None
         if session is None:
             session = self.factory.sessions.open(self.box_address, self)
-            self._sessions[_id(request) if "Session" in request.headers else None] = session
+            self._sessions[_id(request) if "Session" in request.headers else None] = (
+                session
+            )
         if not plan.hosted:
             request.headers.set("Transport", plan.passthrough())
             slot.on_answer = lambda answer: self._setup_answered(
@@ -495,9 +512,11 @@ class BoxConnection(Protocol):
     def _described(self, url: str, answer: Response) -> None:
         if not 200 <= answer.status < 300 or not answer.body:
             return
-        base = answer.headers.get("Content-Base") or answer.headers.get(
-            "Content-Location"
-        ) or url
+        base = (
+            answer.headers.get("Content-Base")
+            or answer.headers.get("Content-Location")
+            or url
+        )
         self._sdp[url] = (base, parse_sdp(answer.body))
 
     # -- answers and requests from the server -----------------------------------
@@ -507,12 +526,21 @@ class BoxConnection(Protocol):
         if isinstance(message, Response):
             self._server_answered(message)
         elif isinstance(message, Request):
+            if message.method == "TEARDOWN":
+                self._server_tore_down(message)
             if not self._urls.identity and message.uri != "*":
                 message.uri = self._urls.to_box(message.uri)
             message.headers.add("Via", format_via(message.version, self._via))
             self.transport.write(message.serialize())  # type: ignore[union-attr]
         else:
             self.transport.write(message.serialize())  # type: ignore[union-attr]
+
+    def _server_tore_down(self, request: Request) -> None:
+        """RTSP 2.0 lets the server end a session (RFC 7826 13.7)."""
+        value = request.headers.get("Session")
+        session = self._sessions.get(parse_session(value)[0]) if value else None
+        if session is not None:
+            self._torn_down(session, "")
 
     def upstream_malformed(self, error: RtspError) -> None:
         self.log.warn(
@@ -651,7 +679,7 @@ class UpstreamConnection(Protocol):
         for message in messages:
             self.box.upstream_message(message)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.box.upstream is self:
             self.box.upstream_lost()
 

@@ -83,7 +83,7 @@ class ProxyService(Service):
         self.ports: list[IListeningPort] = []
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         for description in self._listen:
             endpoint = serverFromString(self._reactor, description)
             listening = endpoint.listen(self.factory)
@@ -105,7 +105,7 @@ class ProxyService(Service):
         )
 
     def stopService(self) -> Deferred[Any]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         stopping: list[Deferred[Any]] = []
         for port in self.ports:
             result = port.stopListening()
@@ -142,5 +142,6 @@ def build_service(
         reactor, rtsp, config.nat, router, bindings, sessions, admission
     )
     top = MultiService()
-    ProxyService(reactor, factory, rtsp.listen, bindings).setServiceParent(top)
+    proxy = ProxyService(reactor, factory, rtsp.listen, bindings)
+    proxy.setServiceParent(top)  # type: ignore[no-untyped-call]
     return top

@@ -143,7 +143,11 @@ class SessionTable:
             session.timer = self._clock.callLater(delay, self._expire, session)
 
     def set_stream(
-        self, session: RtspSession, url: str, lower_transport: str, binding: Binding | None
+        self,
+        session: RtspSession,
+        url: str,
+        lower_transport: str,
+        binding: Binding | None,
     ) -> None:
         """Record the stream at ``url``, releasing whatever it held before."""
         previous = session.streams.get(url)

@@ -38,7 +38,11 @@ def test_example_configuration_loads() -> None:
         ("[rtsp]\nresponse_timeout = -1\n", "rtsp.response_timeout", "positive"),
         ("[rtsp]\nmode = 'reverse'\n", "routes", "at least one route"),
         ("[[routes]]\nprefix = 'x'\nupstream = 'rtsp://a/'\n", "routes[0].prefix", "/"),
-        ("[[routes]]\nprefix = '/'\nupstream = 'http://a/'\n", "routes[0].upstream", "rtsp"),
+        (
+            "[[routes]]\nprefix = '/'\nupstream = 'http://a/'\n",
+            "routes[0].upstream",
+            "rtsp",
+        ),
         ("[[routes]]\nprefix = '/'\n", "routes[0].upstream", "required"),
         ("[rtsp]\nmode = 'forward'\n", "forward.allow", "allow-list"),
         ("bogus = 1\n", "bogus", "unknown key"),
@@ -71,7 +75,7 @@ def test_overlapping_ranges_on_one_address_are_refused(tmp_path: Path) -> None:
         "[[routes]]\nprefix='/'\nupstream='rtsp://127.0.0.1/'\n"
         "[nat]\naccess_ports='30000-30100'\ncore_ports='30050-30200'\n",
     )
-    with pytest.raises(ConfigError, match="nat.core_ports"):
+    with pytest.raises(ConfigError, match=r"nat\.core_ports"):
         load(path)
 
 

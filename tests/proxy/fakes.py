@@ -44,9 +44,7 @@ class RecordingBindingTable:
         single = request.box_ports.single
         access = PortPair(30000 + 2 * n, None if single else 30001 + 2 * n)
         core = PortPair(40000 + 2 * n, None if single else 40001 + 2 * n)
-        binding = Binding(
-            f"b{n}", request, "198.51.100.1", "203.0.113.1", access, core
-        )
+        binding = Binding(f"b{n}", request, "198.51.100.1", "203.0.113.1", access, core)
         self.live[binding.binding_id] = binding
         return binding
 

@@ -132,7 +132,9 @@ class Harness:
         self.box.connectionLost(Failure(ConnectionLost()))
 
 
-def request(method: str, uri: str, cseq: int, *headers: str, body: bytes = b"") -> bytes:
+def request(
+    method: str, uri: str, cseq: int, *headers: str, body: bytes = b""
+) -> bytes:
     """An RTSP/1.0 request as a box would write it."""
     lines = [f"{method} {uri} RTSP/1.0", f"CSeq: {cseq}", *headers]
     if body:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hostednat.nat.binding import Endpoint
 from hostednat.proxy.admission import AdmissionRefused
-from hostednat.rtsp.parser import RtspParser
 from hostednat.rtsp.message import Request, Response
+from hostednat.rtsp.parser import RtspParser
 from hostednat.rtsp.transport import parse_transport
 
 from .fakes import ScriptedAdmission
@@ -158,7 +158,8 @@ def test_third_party_destination_is_not_forwarded() -> None:
             "SETUP",
             f"{BOX_URL}/stream=0",
             1,
-            "Transport: RTP/AVP;unicast;destination=198.51.100.99;client_port=5000-5001",
+            "Transport: RTP/AVP;unicast;destination=198.51.100.99;"
+            "client_port=5000-5001",
         )
     )
     sent = one(h.server_sees())
@@ -247,7 +248,12 @@ def test_resetup_over_tcp_releases_the_udp_binding() -> None:
     )
     h.server_sees()
     h.server_sends(
-        answer(200, 2, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1", "Session: 8dz_VIbx")
+        answer(
+            200,
+            2,
+            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1",
+            "Session: 8dz_VIbx",
+        )
     )
     h.box_sees()
     assert h.bindings.live == {}
@@ -441,3 +447,17 @@ def test_policy_termination_drops_session_and_connections() -> None:
     admission.terminate(key, "aborted by policy")
     assert h.bindings.live == {}
     assert h.box_transport.disconnecting and h.server_transport.disconnecting
+
+
+def test_server_teardown_releases_the_session() -> None:
+    """An RTSP 2.0 server ending a session releases its bindings."""
+    h = Harness()
+    setup_udp(h)
+    h.server_sends(
+        request("TEARDOWN", SERVER_URL, 9, "Session: 8dz_VIbx").replace(
+            b"RTSP/1.0", b"RTSP/2.0"
+        )
+    )
+    relayed = one(h.box_sees())
+    assert isinstance(relayed, Request) and relayed.method == "TEARDOWN"
+    assert h.bindings.live == {}

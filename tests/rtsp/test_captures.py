@@ -171,11 +171,13 @@ def test_describe_reply_sdp_matches_the_setups() -> None:
     base = describe.headers.get("Content-Base") or ""
     assert int(describe.headers.get("Content-Length") or 0) == len(describe.body)
 
+    first = single("setup_ffmpeg_udp.txt")
+    second = single("setup_ffmpeg_udp_second_stream.txt")
+    assert isinstance(first, Request) and isinstance(second, Request)
+
     sdp = parse_sdp(describe.body)
-    video = match_media(sdp, base, single("setup_ffmpeg_udp.txt").serialize().split()[1].decode())
-    audio = match_media(
-        sdp, base, "rtsp://127.0.0.1:8554/test/stream=1"
-    )
+    video = match_media(sdp, base, first.uri)
+    audio = match_media(sdp, base, second.uri)
 
     assert sdp.control == "*"
     assert [(m.media, m.control, m.rtpmaps) for m in sdp.media] == [

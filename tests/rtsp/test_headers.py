@@ -147,5 +147,7 @@ def test_rewrite_rtp_info_urls_leaves_lookalikes() -> None:
         seen.append(url)
         return "rtsp://203.0.113.1/a?url=b"
 
-    assert rewrite_rtp_info_urls(value, record) == "url=rtsp://203.0.113.1/a?url=b;seq=1"
+    assert (
+        rewrite_rtp_info_urls(value, record) == "url=rtsp://203.0.113.1/a?url=b;seq=1"
+    )
     assert seen == ["rtsp://192.0.2.1/a?url=b"]

@@ -306,9 +306,7 @@ ERRORS = [
     pytest.param(
         b"OPT(ONS * RTSP/1.0\r\n\r\n", RemoteProtocolError, 400, id="method-not-token"
     ),
-    pytest.param(
-        b"OPTIONS * RTSP/1.1\r\n\r\n", UnsupportedVersion, 505, id="rtsp-1.1"
-    ),
+    pytest.param(b"OPTIONS * RTSP/1.1\r\n\r\n", UnsupportedVersion, 505, id="rtsp-1.1"),
     pytest.param(b"GET / HTTP/1.1\r\n\r\n", UnsupportedVersion, 505, id="http"),
     pytest.param(b"OPTIONS * RTSP\r\n\r\n", RemoteProtocolError, 400, id="no-version"),
     pytest.param(b"RTSP/3.0 200 OK\r\n\r\n", UnsupportedVersion, 505, id="rtsp-3"),

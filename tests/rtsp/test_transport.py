@@ -64,7 +64,7 @@ PARSES = [
         id="zte-client-address",
     ),
     pytest.param(
-        'RTP/AVP/TCP;unicast;interleaved=0-1,RTP/AVP;unicast;client_port=5000-5001;'
+        "RTP/AVP/TCP;unicast;interleaved=0-1,RTP/AVP;unicast;client_port=5000-5001;"
         'mode="PLAY,RECORD"',
         [
             ("RTP/AVP/TCP", [("unicast", None), ("interleaved", "0-1")]),
@@ -93,7 +93,7 @@ PARSES = [
         id="empty-parameters-skipped",
     ),
     pytest.param(
-        'RTP/AVP;multicast;destination=233.252.0.1;port=3456-3457;ttl=16;layers=2',
+        "RTP/AVP;multicast;destination=233.252.0.1;port=3456-3457;ttl=16;layers=2",
         [
             (
                 "RTP/AVP",
@@ -136,7 +136,12 @@ PARSES = [
     ),
     pytest.param(
         "RAW/RAW/UDP;unicast;client_port=4588;append",
-        [("RAW/RAW/UDP", [("unicast", None), ("client_port", "4588"), ("append", None)])],
+        [
+            (
+                "RAW/RAW/UDP",
+                [("unicast", None), ("client_port", "4588"), ("append", None)],
+            )
+        ],
         id="raw-append",
     ),
 ]
@@ -405,7 +410,7 @@ def test_garbage_raises_bad_transport(value: str) -> None:
 CANONICAL = [
     "RTP/AVP/UDP;unicast;client_port=12666-12667",
     'RTP/AVP;unicast;client_port=1-2;server_port=3-4;ssrc=7310931C;mode="PLAY"',
-    "RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=7D47A83B;mode=\"PLAY\"",
+    'RTP/AVP/TCP;unicast;interleaved=0-1;ssrc=7D47A83B;mode="PLAY"',
     "MP2T/H2221/UDP;unicast;destination=192.0.2.10;client_port=27392;server_port=9",
     'RTP/AVP/TCP;interleaved=0-1,RTP/AVP;unicast;mode="PLAY,RECORD"',
     'RTP/SAVPF;unicast;dest_addr="[2001:db8::1]:5000"/":5001";RTCP-mux;x-y="a,b;c"',
@@ -419,7 +424,9 @@ def test_canonical_strings_round_trip(value: str) -> None:
     assert format_transport(parse_transport(value)) == value
 
 
-_TCHAR = "!#$%&'*+.^_`|~-" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_TCHAR = (
+    "!#$%&'*+.^_`|~-" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+)
 tokens = st.text(alphabet=_TCHAR, min_size=1, max_size=12)
 quoted = st.text(
     alphabet=st.characters(
