@@ -137,13 +137,11 @@ def _run_table(conn: multiprocessing.connection.Connection, batch: int) -> None:
     from hostednat.nat.userspace import UserspaceBindingTable
 
     class Observer:
-        def binding_latched(
-            self, binding: Binding, leg: Leg, source: Endpoint
-        ) -> None:
+        def binding_latched(self, binding: Binding, leg: Leg, source: Endpoint) -> None:
             conn.send(("latched", leg.value, str(source)))
 
     table = UserspaceBindingTable(
-        reactor,  # type: ignore[arg-type]
+        reactor,
         access_address=LOOPBACK,
         core_address=LOOPBACK,
         access_pool=PortPool(40000, 40999),
@@ -156,7 +154,7 @@ def _run_table(conn: multiprocessing.connection.Connection, batch: int) -> None:
     )
     binding = table.allocate(BindingRequest(LOOPBACK, PortPair(5000, 5001)))
     conn.send((binding.core.rtp, binding.access.rtp))
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 def _run_protocol(conn: multiprocessing.connection.Connection, sink: int) -> None:
@@ -177,7 +175,7 @@ def _run_protocol(conn: multiprocessing.connection.Connection, sink: int) -> Non
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER_BYTES)
     conn.send(core.getHost().port)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -336,7 +334,7 @@ def loss_free_rates(
     of its rate; ``generator_limited`` then says the knee lies higher.
     """
     payload = bytes(size)
-    results = {
+    results: dict[str, dict[str, Any]] = {
         kind: {"loss_free_pps": 0, "generator_limited": False, "steps": []}
         for kind in rigs
     }
@@ -380,9 +378,8 @@ def _flood_once(rig: Rig, payload: bytes) -> dict[str, Any]:
             sendto(payload, destination)
         sent += 64
         now = clock()
-        if len(marks) == 0 and now >= window_start:
-            marks.append((now, sent, rig.delivered, _cpu_seconds(pid)))
-        elif len(marks) == 1 and now >= window_end:
+        mark_due = window_end if marks else window_start
+        if len(marks) < 2 and now >= mark_due:
             marks.append((now, sent, rig.delivered, _cpu_seconds(pid)))
         if now >= stop:
             break
@@ -515,9 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if len(os.sched_getaffinity(0)) < 2:
         parser.error("needs CPUs 0 and 1")
-    document = run(
-        options.relays, options.rates, options.step_seconds, options.batch
-    )
+    document = run(options.relays, options.rates, options.step_seconds, options.batch)
     _print_table(document)
     if options.json is not None:
         options.json.write_text(json.dumps(document, indent=2) + "\n")

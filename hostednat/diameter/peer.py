@@ -64,6 +64,10 @@ REOPEN_DWAS: Final = 3
 traffic again."""
 
 
+LOCAL_SHUTDOWN: Final = "local shutdown"
+"""The :class:`PeerWentDown` reason when we asked to leave."""
+
+
 class PeerState(enum.Enum):
     """Where one peer connection stands."""
 
@@ -155,6 +159,7 @@ class PeerWentDown:
 
     peer: str
     reason: str
+    orderly: bool = False
 
 
 @attrs.frozen
@@ -341,7 +346,7 @@ class PeerMachine:
             self.state = PeerState.CLOSING
             self._deadline = now + self.timers.disconnect
             self._send_internal(messages.disconnect_peer_request(self.identity, cause))
-            self._events.append(PeerWentDown(self.name, "local shutdown"))
+            self._events.append(PeerWentDown(self.name, LOCAL_SHUTDOWN, True))
             return
         if self.state in _CONNECTED or self.state is PeerState.CONNECTING:
             self._events.append(DisconnectRequested(self.name))
@@ -454,7 +459,7 @@ class PeerMachine:
         elif code == Command.DISCONNECT_PEER:
             self._out.append(messages.answer(header, self.identity))
             cause = codec.value_of(message.avps, 273)
-            self._went_down(now, f"peer sent DPR ({cause})", close=True)
+            self._went_down(now, f"peer sent DPR ({cause})", close=True, orderly=True)
             if cause == DisconnectCause.DO_NOT_WANT_TO_TALK_TO_YOU:
                 self._backoff = self.timers.reconnect_max
                 self._rearm_reconnect(now)
@@ -567,7 +572,9 @@ class PeerMachine:
         self._deadline = None
         self._events.append(ConnectRequested(self.name))
 
-    def _went_down(self, now: float, reason: str, close: bool) -> None:
+    def _went_down(
+        self, now: float, reason: str, close: bool, orderly: bool = False
+    ) -> None:
         previous = self.state
         if close and previous in _CONNECTED:
             self._events.append(DisconnectRequested(self.name))
@@ -575,7 +582,7 @@ class PeerMachine:
         self._internal.clear()
         self._dwr_pending = False
         if previous not in (PeerState.CLOSING, PeerState.STOPPED, PeerState.CLOSED):
-            self._events.append(PeerWentDown(self.name, reason))
+            self._events.append(PeerWentDown(self.name, reason, orderly))
         if self.role is Role.RESPONDER or previous in (
             PeerState.CLOSING,
             PeerState.STOPPED,

@@ -152,6 +152,12 @@ class GroupDriver:
         self._pump()
         return waiting
 
+    def abort(self) -> None:
+        """Drop every connection at once, as a crashed peer would."""
+        for protocol in list(self._protocols.values()):
+            if protocol.transport is not None:
+                _transport(protocol).abortConnection()
+
     def answer(self, peer: str, data: bytes) -> None:
         """Send an answer to a request ``peer`` sent."""
         self.group.send_answer(peer, data)
@@ -273,6 +279,13 @@ class GroupDriver:
                 "Diameter peer {peer} suspect: no watchdog answer",
                 peer=event.peer,
                 hostednat_event=keys.PEER_SUSPECT,
+            )
+        elif isinstance(event, PeerWentDown) and event.orderly:
+            self.log.info(
+                "Diameter peer {peer} closed: {reason}",
+                peer=event.peer,
+                reason=event.reason,
+                hostednat_event=keys.PEER_DOWN,
             )
         elif isinstance(event, PeerWentDown):
             self.log.error(

@@ -24,7 +24,7 @@ by a server that sends from a port other than its ``server_port``.
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 
 import attrs
@@ -62,8 +62,8 @@ class FlowTuple:
 
 
 def _tuple_attribute(flow: FlowTuple) -> bytes:
-    source = ipaddress.IPv4Address(flow.source.host).packed
-    destination = ipaddress.IPv4Address(flow.destination.host).packed
+    source = socket.inet_pton(socket.AF_INET, flow.source.host)
+    destination = socket.inet_pton(socket.AF_INET, flow.destination.host)
     return nest(
         CTA_TUPLE_ORIG,
         nest(
@@ -80,11 +80,13 @@ def _tuple_attribute(flow: FlowTuple) -> bytes:
     )
 
 
-def delete_message(seq: int, flow: FlowTuple) -> bytes:
-    """IPCTNL_MSG_CT_DELETE of the entry with tuple ``flow``, acknowledged.
+def delete_message(seq: int, flow: FlowTuple, ack: bool = True) -> bytes:
+    """IPCTNL_MSG_CT_DELETE of the entry with tuple ``flow``.
 
-    The kernel answers ENOENT when no entry has that tuple.
+    The kernel answers ENOENT when no entry has that tuple, and success only
+    with ``ack``: a run of deletes asks for one acknowledgement, on its last
+    message, and still hears of every failure before it.
     """
     kind = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
-    flags = NLM_F_REQUEST | NLM_F_ACK
+    flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     return nfgen_message(kind, flags, seq, _AF_INET, _tuple_attribute(flow))

@@ -240,18 +240,23 @@ class KernelNat:
             )
         )
 
-    def remove(self, flow: LegFlow) -> Deferred[FlowCounts]:
-        """Stop forwarding ``flow``; the result is its final counts."""
-        return self._change(
-            _Change(
-                flow.all_elements(),
-                [],
-                list(flow.conntrack_tuples()),
-                Deferred(),
-                f"remove {flow.access}",
-                read_counts=flow,
-            )
+    def remove(self, flow: LegFlow, *, read_counts: bool = True) -> Deferred[Any]:
+        """Stop forwarding ``flow``.
+
+        :param read_counts: read the leg's counters just before their
+            elements go, and give them as the result (a :class:`FlowCounts`);
+            it costs one kernel answer per counter.  Otherwise the result is
+            ``None``.
+        """
+        change = _Change(
+            flow.all_elements(),
+            [],
+            [flow.box_tuple()],
+            Deferred(),
+            f"remove {flow.access}",
+            read_counts=flow if read_counts else None,
         )
+        return self._change(change)
 
     def counters(self) -> Deferred[dict[Endpoint, tuple[int, int]]]:
         """Packets and bytes of every ``counters`` element, by endpoint."""
@@ -417,22 +422,31 @@ class KernelNat:
     def _delete_conntrack(self, channel: NetlinkChannel, group: list[_Change]) -> None:
         """Delete the entries of every change that committed; a failure
         other than ENOENT fails the change (its elements stay in)."""
-        owners: dict[int, _Change] = {}
-        messages = []
-        for change in group:
-            if change.error:
-                continue
-            for flow in change.conntrack:
-                seq = channel.next_seq()
-                owners[seq] = change
-                messages.append((seq, delete_message(seq, flow)))
-        for start in range(0, len(messages), _CONNTRACK_CHUNK):
-            chunk = messages[start : start + _CONNTRACK_CHUNK]
-            data = b"".join(message for _seq, message in chunk)
-            replies = channel.exchange(data, [seq for seq, _message in chunk])
+        owned = [
+            (change, flow)
+            for change in group
+            if not change.error
+            for flow in change.conntrack
+        ]
+        for start in range(0, len(owned), _CONNTRACK_CHUNK):
+            chunk = owned[start : start + _CONNTRACK_CHUNK]
+            replies, owners = self._send_deletes(channel, chunk)
             for seq, reply in replies.items():
                 if reply.error and reply.error != _ENOENT:
                     owners[seq].error = reply.error
+
+    def _send_deletes(
+        self, channel: NetlinkChannel, chunk: list[tuple[_Change, FlowTuple]]
+    ) -> tuple[dict[int, Reply], dict[int, _Change]]:
+        """One send of deletes; only the last asks for an acknowledgement."""
+        owners: dict[int, _Change] = {}
+        messages = []
+        for index, (change, flow) in enumerate(chunk):
+            seq = channel.next_seq()
+            owners[seq] = change
+            last = index == len(chunk) - 1
+            messages.append(delete_message(seq, flow, ack=last))
+        return channel.exchange(b"".join(messages), [seq]), owners
 
     # Whole-table work, run alone on the thread.
 
@@ -495,14 +509,19 @@ class KernelNat:
     def _delete_tuples(
         self, channel: NetlinkChannel, flows: Iterable[FlowTuple]
     ) -> int:
-        messages = {}
-        for flow in dict.fromkeys(flows):
-            seq = channel.next_seq()
-            messages[seq] = delete_message(seq, flow)
-        if not messages:
-            return 0
-        replies = channel.exchange(b"".join(messages.values()), list(messages))
-        return sum(1 for reply in replies.values() if not reply.error)
+        """Delete ``flows`` by exact tuple; how many entries existed."""
+        unique = list(dict.fromkeys(flows))
+        deleted = 0
+        for start in range(0, len(unique), _CONNTRACK_CHUNK):
+            chunk = unique[start : start + _CONNTRACK_CHUNK]
+            seqs = [channel.next_seq() for _flow in chunk]
+            data = b"".join(
+                delete_message(seq, flow, ack=True)
+                for seq, flow in zip(seqs, chunk, strict=True)
+            )
+            replies = channel.exchange(data, seqs)
+            deleted += sum(1 for reply in replies.values() if not reply.error)
+        return deleted
 
     def _delete_table(self, channel: NetlinkChannel) -> None:
         writer = BatchWriter(channel.next_seq)

@@ -133,14 +133,17 @@ class Reply:
     messages: tuple[bytes, ...] = ()
 
 
-def split_messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+def split_messages(
+    data: bytes | memoryview,
+) -> Iterator[tuple[int, int, int, bytes]]:
     """Walk a buffer of netlink messages: ``(type, flags, seq, payload)``."""
     offset = 0
     while offset + _NLMSGHDR.size <= len(data):
         length, msg_type, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
         if length < _NLMSGHDR.size:
             return
-        yield msg_type, flags, seq, data[offset + _NLMSGHDR.size : offset + length]
+        payload = bytes(data[offset + _NLMSGHDR.size : offset + length])
+        yield msg_type, flags, seq, payload
         offset += _pad(length)
 
 
@@ -173,6 +176,9 @@ class NetlinkChannel:
         self._sock.bind((0, 0))
         self._sock.settimeout(timeout)
         self._seq = 0
+        # recv() would allocate (and page in) a fresh chunk for every answer.
+        self._buffer = bytearray(self._RECEIVE_CHUNK)
+        self._view = memoryview(self._buffer)
 
     def next_seq(self) -> int:
         """A fresh sequence number."""
@@ -201,8 +207,8 @@ class NetlinkChannel:
         self._sock.sendall(data)
 
         while pending:
-            buffer = self._sock.recv(self._RECEIVE_CHUNK)
-            for msg_type, _flags, seq, payload in split_messages(buffer):
+            size = self._sock.recv_into(self._buffer)
+            for msg_type, _flags, seq, payload in split_messages(self._view[:size]):
                 if msg_type in (NLMSG_ERROR, NLMSG_DONE):
                     code = -_ERRNO.unpack_from(payload)[0] if payload else 0
                     replies[seq] = Reply(code, tuple(collected.get(seq, ())))

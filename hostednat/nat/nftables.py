@@ -51,7 +51,7 @@ endpoint), and policing (rule 7).
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -169,13 +169,13 @@ def _concat_type(*types: int) -> int:
 def _pack(*endpoints: Endpoint) -> bytes:
     """Address and port of each endpoint, each field padded to 4 bytes."""
     return b"".join(
-        ipaddress.IPv4Address(point.host).packed + _FIELD_PORT.pack(point.port)
+        socket.inet_pton(socket.AF_INET, point.host) + _FIELD_PORT.pack(point.port)
         for point in endpoints
     )
 
 
 def _unpack(value: bytes, offset: int) -> Endpoint:
-    host = ipaddress.IPv4Address(value[offset : offset + 4]).compressed
+    host = socket.inet_ntop(socket.AF_INET, value[offset : offset + 4])
     (port,) = _FIELD_PORT.unpack_from(value, offset + 4)
     return Endpoint(host, port)
 
@@ -205,7 +205,7 @@ class LegFlow:
 
     def core_element(self) -> Element:
         """``core`` map: server address . core port -> public . access."""
-        key = ipaddress.IPv4Address(self.server.host).packed
+        key = socket.inet_pton(socket.AF_INET, self.server.host)
         key += _FIELD_PORT.pack(self.core.port)
         return Element(key, _pack(self.public, self.access))
 
@@ -230,13 +230,23 @@ class LegFlow:
         to_box, to_server = self.counter_elements()
         return [*self.map_elements(), (COUNTER_SET, to_box), (COUNTER_SET, to_server)]
 
-    def conntrack_tuples(self) -> tuple[FlowTuple, FlowTuple]:
-        """The exact tuples to delete around an install or a removal.
+    def box_tuple(self) -> FlowTuple:
+        """The box's punch; once installed, also the leg's NATed entry.
 
-        The box's punch (or its NATed connection, seen from the box's side)
-        and the server's media as it reached the edge before the install.
+        The kernel finds an entry by either of its tuples, and this one is
+        the NATed entry's reply tuple when the server sent first and its
+        original tuple when the box did: at removal it is the only delete
+        needed, whatever port the server sends from.
         """
-        return FlowTuple(self.public, self.access), FlowTuple(self.server, self.core)
+        return FlowTuple(self.public, self.access)
+
+    def conntrack_tuples(self) -> tuple[FlowTuple, FlowTuple]:
+        """The exact tuples to delete right after an install.
+
+        The box's punch (:meth:`box_tuple`) and the server's media as it
+        reached the edge's core socket before the install (stale entry).
+        """
+        return self.box_tuple(), FlowTuple(self.server, self.core)
 
 
 def tuple_from_core_element(element: Element) -> FlowTuple:
@@ -498,8 +508,8 @@ def _nat(kind: int, address_reg: int, port_reg: int) -> dict[str, Any]:
 
 def _rules(spec: NatTable) -> list[tuple[str, list[dict[str, Any]]]]:
     """Each rule as (chain, expressions), in nft's own register layout."""
-    core = ipaddress.IPv4Address(spec.core_address).packed
-    access = ipaddress.IPv4Address(spec.access_address).packed
+    core = socket.inet_pton(socket.AF_INET, spec.core_address)
+    access = socket.inet_pton(socket.AF_INET, spec.access_address)
     net, transport = _NFT_PAYLOAD_NETWORK_HEADER, _NFT_PAYLOAD_TRANSPORT_HEADER
     ip_daddr = _payload(net, 16, 4, _REG_1)
     ip_saddr = _payload(net, 12, 4, _REG_1)

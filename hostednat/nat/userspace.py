@@ -48,14 +48,14 @@ from __future__ import annotations
 import errno
 import itertools
 import socket
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer  # type: ignore[import-untyped]
+from zope.interface import implementer
 
 from hostednat.nat.binding import (
     Binding,
@@ -98,10 +98,10 @@ class RelayReactor(Protocol):
     Any Twisted reactor providing ``IReactorFDSet`` and ``IReactorTime``.
     """
 
-    def addReader(self, reader: Any) -> None:
+    def addReader(self, reader: IReadDescriptor) -> None:
         """Start calling ``reader.doRead`` when its descriptor is readable."""
 
-    def removeReader(self, reader: Any) -> None:
+    def removeReader(self, reader: IReadDescriptor) -> None:
         """Stop watching ``reader``."""
 
     def seconds(self) -> float:

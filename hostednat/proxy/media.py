@@ -132,7 +132,7 @@ def answer_to_box(answer: TransportSpec, plan: SetupPlan, binding: Binding) -> s
         box_range = box.client_port or _range(plan.box_ports)
         spec.set_ports("client_port", box_range)
     if box.has("dest_addr"):
-        spec.set("dest_addr", box.get("dest_addr"))
+        spec.set("dest_addr", box.get_raw("dest_addr"))
     if spec.has("src_addr") or box.has("dest_addr"):
         spec.set_addr_list("src_addr", _addr_list(binding.access_address, access))
         spec.remove("source")

@@ -229,6 +229,9 @@ class Request:
             start, end = wire.start_line, wire.end_line
         else:
             _check_start(self.method, self.uri, self.version)
+            # RFC 2326 10.12: a message slot starting with "$" is a frame.
+            if _TOKEN.fullmatch(self.method) is None or self.method[0] == "$":
+                raise LocalProtocolError(f"illegal method {self.method!r}")
             start = f"{self.method} {self.uri} {self.version}\r\n"
             end = "\r\n" if wire is None else wire.end_line
         return _encode(start + self.headers._render() + end) + self.body

@@ -253,18 +253,18 @@ def _parse_fields(lines: list[str], stop: int) -> tuple[list[_Field], list[str]]
     """
     fields: list[_Field] = []
     lengths: list[str] = []
-    for index in range(1, stop):
-        raw = lines[index]
-        line = raw[:-1] if raw.endswith("\r") else raw
-        raw += "\n"
-        if line[:1] in (" ", "\t"):
+    for line in lines[1:stop]:
+        # Line ends are "\n" or "\r\n"; a value never ends in CR, so
+        # stripping CR with the blanks drops the line end's CR.
+        first = line[:1]
+        if first == " " or first == "\t":
             if not fields:
                 raise RemoteProtocolError("continuation line before any field")
             key, name, value, previous = fields[-1]
-            more = line.strip(" \t")
+            more = line.strip(" \t\r")
             if more:
                 value = f"{value} {more}" if value else more
-            fields[-1] = (key, name, value, f"{previous}{raw}")
+            fields[-1] = (key, name, value, f"{previous}{line}\n")
             if key == "content-length":
                 lengths[-1] = value
             continue
@@ -274,8 +274,8 @@ def _parse_fields(lines: list[str], stop: int) -> tuple[list[_Field], list[str]]
         if not colon or not name or " " in name or "\t" in name:
             raise RemoteProtocolError(f"malformed header line {line[:80]!r}")
         key = name.lower()
-        value = value.strip(" \t")
-        fields.append((key, name, value, raw))
+        value = value.strip(" \t\r")
+        fields.append((key, name, value, line + "\n"))
         if key == "content-length":
             lengths.append(value)
     return fields, lengths

@@ -310,6 +310,16 @@ class TransportSpec:
         value = self.params[index][1]
         return None if value is None else _unquote(value)
 
+    def get_raw(self, name: str) -> str | None:
+        """Return the first value of *name* exactly as written, quotes kept.
+
+        Use it to copy a value to another spec: :meth:`get` unquotes a
+        single-entry ``dest_addr="x:1"``, which :meth:`set` would then
+        write unquoted.
+        """
+        index = self._find(name)
+        return None if index < 0 else self.params[index][1]
+
     def set(self, name: str, value: str | None) -> None:
         """Replace the first *name* in place (dropping repeats) or append.
 

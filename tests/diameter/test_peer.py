@@ -319,9 +319,7 @@ def test_suspect_peer_fails_over_with_t_flag() -> None:
     assert retried[0].is_retransmit
     assert retried[0].end_to_end_id == key
     responders[1].receive_data(resent, now)
-    request = next(
-        e for e in drain(responders[1]) if isinstance(e, RequestReceived)
-    )
+    request = next(e for e in drain(responders[1]) if isinstance(e, RequestReceived))
     responders[1].send_answer(
         messages.answer(request.header, SPDF, session_id="af;1;1")
     )

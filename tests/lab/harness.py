@@ -7,6 +7,7 @@ closes, before its namespaces are deleted, in reverse order of start.
 from __future__ import annotations
 
 import socket
+import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -66,8 +67,11 @@ class Lab:
 
     @property
     def addr(self) -> Mapping[str, str]:
-        """The lab's addresses: ``box``, ``gateway_lan``, ``gateway_wan``,
-        ``edge_access``, ``edge_core``, ``media``, ``intruder``."""
+        """The lab's addresses by name.
+
+        The names are ``box``, ``gateway_lan``, ``gateway_wan``,
+        ``edge_access``, ``edge_core``, ``media`` and ``intruder``.
+        """
         return self.topology.addr
 
     def ns(self, role: str) -> str:
@@ -164,8 +168,7 @@ class Lab:
         """
         listen = tomllib.loads(config_text)["rtsp"]["listen"][0]
         address = endpoint_address(listen, self.addr["edge_access"])
-        directory = self.directory / f"hostednat-{len(self._processes)}"
-        directory.mkdir()
+        directory = Path(tempfile.mkdtemp(prefix="hostednat-", dir=self.directory))
         proxy = start_hostednat(
             config_text,
             directory,
@@ -191,7 +194,7 @@ class Lab:
     def gst(
         self, role: str, url: str, transport: Transport, seconds: float = 6
     ) -> ClientResult:
-        """Run a GStreamer rtspsrc pipeline in a lab host; see :func:`clients.run_gst`.
+        """Run GStreamer's rtspsrc in a lab host; see :func:`clients.run_gst`.
 
         :param role: the host.
         :param url: the RTSP URL.

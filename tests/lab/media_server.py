@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 
 import gi
 
@@ -50,6 +51,8 @@ AUDIO_BRANCH = (
     " ! audioconvert ! rtpL16pay name=pay1 pt=96"
 )
 LAUNCH_LINE = f"( {VIDEO_BRANCH} {AUDIO_BRANCH} )"
+
+RequestHandler = Callable[[GstRtspServer.RTSPClient, GstRtspServer.RTSPContext], None]
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
@@ -87,9 +90,7 @@ def build_factory(shared: bool) -> GstRtspServer.RTSPMediaFactory:
     return factory
 
 
-def request_reporter(
-    method: str,
-) -> object:
+def request_reporter(method: str) -> RequestHandler:
     """Make a request-signal handler that reports the method and the peer.
 
     :param method: the RTSP method name to print.

@@ -242,12 +242,13 @@ def creator_alive(pid: int) -> bool:
     :param pid: the process id embedded in the namespace name.
     """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    except PermissionError:
-        return True
-    return True
+    # proc(5): the state follows the parenthesised command name; a killed
+    # creator may linger as a zombie until its parent reaps it.
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X")
 
 
 def remove_stale_namespaces() -> list[str]:

@@ -121,35 +121,28 @@ def run_bounded(
     )
 
 
-def _leader_unreaped(process: subprocess.Popen[str]) -> bool:
-    """Tell whether the group leader still holds its process id.
+def _leader_exited(process: subprocess.Popen[str]) -> bool | None:
+    """Look at a group leader without reaping it.
 
-    ``waitid`` with ``WNOWAIT`` looks without reaping: a zombie keeps its id
-    reserved, so signalling its group is still safe.
+    ``waitid`` with ``WNOWAIT`` leaves an exited leader a zombie, and a
+    zombie keeps its process id (the group id) reserved.
+
+    :returns: ``False`` while it runs, ``True`` once it has exited but is
+        not reaped yet, ``None`` once reaped: its group id may then belong
+        to another process.
     """
     if process.returncode is not None:
-        return False
-    try:
-        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return True
-
-
-def _leader_exited(process: subprocess.Popen[str]) -> bool:
-    """Tell, without reaping, whether the group leader has exited."""
-    if process.returncode is not None:
-        return True
+        return None
     try:
         state = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
-        return True
+        return None
     return state is not None
 
 
 def _signal_group(process: subprocess.Popen[str], number: int) -> None:
-    """Send a signal to a process's group while that is still safe."""
-    if _leader_unreaped(process):
+    """Send a signal to a process's group while its id is still reserved."""
+    if _leader_exited(process) is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, number)
 
@@ -213,7 +206,7 @@ class BackgroundProcess:
 
     def running(self) -> bool:
         """Tell whether the process has not exited yet."""
-        return not _leader_exited(self._process)
+        return _leader_exited(self._process) is False
 
     def output(self) -> str:
         """Both outputs so far, for a diagnostic message."""
@@ -274,10 +267,10 @@ class BackgroundProcess:
         :returns: the exit status.
         """
         if self._process.returncode is None:
-            if not _leader_exited(self._process):
+            if self.running():
                 _signal_group(self._process, signal.SIGTERM)
             expires = time.monotonic() + grace
-            while not _leader_exited(self._process) and time.monotonic() < expires:
+            while self.running() and time.monotonic() < expires:
                 time.sleep(0.02)
             # Also catches helpers that outlived the leader.
             _signal_group(self._process, signal.SIGKILL)

@@ -19,9 +19,15 @@ from .captures import load, names, parse
 ALL = names()
 
 
-def single(name: str) -> Request | Response:
+def single_request(name: str) -> Request:
     (message,) = parse(load(name))
-    assert isinstance(message, Request | Response)
+    assert isinstance(message, Request)
+    return message
+
+
+def single_response(name: str) -> Response:
+    (message,) = parse(load(name))
+    assert isinstance(message, Response)
     return message
 
 
@@ -89,8 +95,7 @@ def test_client_setup_transports(
     channels: PortRange | None,
 ) -> None:
     """Each real client's SETUP offers one unicast spec of the known shape."""
-    request = single(name)
-    assert isinstance(request, Request)
+    request = single_request(name)
     assert request.method == "SETUP"
 
     (spec,) = parse_transport(request.headers.get("Transport") or "")
@@ -136,8 +141,7 @@ def test_server_setup_reply_transports(
     ssrc: str,
 ) -> None:
     """gst-rtsp-server echoes the ports, adds its own, ssrc and quoted mode."""
-    response = single(name)
-    assert isinstance(response, Response)
+    response = single_response(name)
     assert response.status == 200
 
     (spec,) = parse_transport(response.headers.get("Transport") or "")
@@ -155,7 +159,7 @@ def test_server_setup_reply_transports(
 def test_rewriting_a_captured_setup_changes_only_transport() -> None:
     """Rewriting client_port in a real SETUP leaves every other byte alone."""
     data = load("setup_gst_udp.txt")
-    request = single("setup_gst_udp.txt")
+    request = single_request("setup_gst_udp.txt")
     (spec,) = parse_transport(request.headers.get("Transport") or "")
 
     spec.set_ports("client_port", PortRange(30000, 30001))
@@ -166,14 +170,12 @@ def test_rewriting_a_captured_setup_changes_only_transport() -> None:
 
 def test_describe_reply_sdp_matches_the_setups() -> None:
     """The captured SDP maps each captured SETUP URI to its media."""
-    describe = single("describe_reply_gst_rtsp_server.txt")
-    assert isinstance(describe, Response)
+    describe = single_response("describe_reply_gst_rtsp_server.txt")
     base = describe.headers.get("Content-Base") or ""
     assert int(describe.headers.get("Content-Length") or 0) == len(describe.body)
 
-    first = single("setup_ffmpeg_udp.txt")
-    second = single("setup_ffmpeg_udp_second_stream.txt")
-    assert isinstance(first, Request) and isinstance(second, Request)
+    first = single_request("setup_ffmpeg_udp.txt")
+    second = single_request("setup_ffmpeg_udp_second_stream.txt")
 
     sdp = parse_sdp(describe.body)
     video = match_media(sdp, base, first.uri)
@@ -190,7 +192,7 @@ def test_describe_reply_sdp_matches_the_setups() -> None:
 
 def test_play_reply_rtp_info() -> None:
     """The captured PLAY answer lists one RTP-Info entry per stream."""
-    play = single("play_reply_gst_rtsp_server.txt")
+    play = single_response("play_reply_gst_rtsp_server.txt")
 
     entries = parse_rtp_info(play.headers.get("RTP-Info") or "")
 
@@ -233,7 +235,7 @@ def test_dialogue_cseq_pairs(client: str, server: str, methods: list[str]) -> No
 
 def test_rtsp2_pipelined_setup_has_no_session() -> None:
     """rtspsrc in 2.0 pipelines its SETUPs with Pipelined-Requests."""
-    request = single("setup_gst_udp_rtsp2.txt")
+    request = single_request("setup_gst_udp_rtsp2.txt")
 
     assert request.version == "RTSP/2.0"
     assert "Session" not in request.headers
@@ -281,7 +283,7 @@ def test_server_stream_head_and_tail() -> None:
 
 def test_iptv_single_port_mp2t() -> None:
     """The hand-written MP2T/H2221 SETUP uses one port and no RTP."""
-    request = single("handwritten_setup_iptv_mp2t_single_port.txt")
+    request = single_request("handwritten_setup_iptv_mp2t_single_port.txt")
     (spec,) = parse_transport(request.headers.get("Transport") or "")
 
     assert spec.client_port == PortRange(27392)
@@ -291,7 +293,7 @@ def test_iptv_single_port_mp2t() -> None:
 
 def test_iptv_single_port_reply() -> None:
     """The hand-written answer names destination and one server port."""
-    response = single("handwritten_setup_reply_iptv_mp2t_single_port.txt")
+    response = single_response("handwritten_setup_reply_iptv_mp2t_single_port.txt")
     (spec,) = parse_transport(response.headers.get("Transport") or "")
 
     assert spec.destination == "192.0.2.10"
@@ -302,7 +304,7 @@ def test_iptv_single_port_reply() -> None:
 def test_iptv_zte_x_nat_and_client_address() -> None:
     """The hand-written ZTE SETUP keeps x-NAT and client_address untouched."""
     data = load("handwritten_setup_iptv_zte_x_nat.txt")
-    request = single("handwritten_setup_iptv_zte_x_nat.txt")
+    request = single_request("handwritten_setup_iptv_zte_x_nat.txt")
     (spec,) = parse_transport(request.headers.get("Transport") or "")
 
     assert request.headers.get("X-NAT") == "192.0.2.10:40000"
@@ -316,7 +318,7 @@ def test_iptv_zte_x_nat_and_client_address() -> None:
 
 def test_iptv_bare_lf_keepalive() -> None:
     """The hand-written bare-LF GET_PARAMETER keepalive parses."""
-    request = single("handwritten_get_parameter_iptv_keepalive.txt")
+    request = single_request("handwritten_get_parameter_iptv_keepalive.txt")
 
     assert request.method == "GET_PARAMETER"
     assert request.body == b""

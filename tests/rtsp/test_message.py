@@ -208,6 +208,8 @@ def test_built_request_serializes() -> None:
     "request_",
     [
         Request("SET UP", "*", "RTSP/1.0", Headers()),
+        Request("$ETUP", "*", "RTSP/1.0", Headers()),
+        Request("SET(UP", "*", "RTSP/1.0", Headers()),
         Request("SETUP", "rtsp://a/b c", "RTSP/1.0", Headers()),
         Request("SETUP", "", "RTSP/1.0", Headers()),
         Request("SETUP", "*", "RTSP/1.0\r\nX: 1", Headers()),

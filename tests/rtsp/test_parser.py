@@ -13,7 +13,7 @@ from hostednat.rtsp.errors import (
     RtspError,
     UnsupportedVersion,
 )
-from hostednat.rtsp.message import InterleavedFrame, Request, Response
+from hostednat.rtsp.message import Headers, InterleavedFrame, Request, Response
 from hostednat.rtsp.parser import Event, RtspParser
 
 
@@ -455,3 +455,47 @@ def test_headers_with_undecodable_bytes_survive() -> None:
     request.headers.set("CSeq", "2")
 
     assert request.serialize() == data.replace(b"CSeq: 1", b"CSeq: 2")
+
+
+_TCHAR = "!#$%&'*+.^_`|~-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+tokens = st.text(alphabet=_TCHAR, min_size=1, max_size=10)
+field_values = st.text(
+    alphabet=st.characters(exclude_categories=("Cs", "Cc"), include_characters="\t"),
+    max_size=30,
+).map(lambda value: value.strip(" \t"))
+fields = st.lists(
+    st.tuples(
+        tokens.filter(lambda name: name.lower() != "content-length"), field_values
+    ),
+    max_size=8,
+)
+versions = st.sampled_from(["RTSP/1.0", "RTSP/2.0"])
+bodies = st.binary(max_size=64)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Request | Response:
+    message: Request | Response
+    if draw(st.booleans()):
+        uri = draw(st.text(alphabet=_TCHAR + ":/?=[]@", min_size=1, max_size=30))
+        method = draw(tokens.filter(lambda name: name[0] != "$"))
+        message = Request(method, uri, draw(versions), Headers(draw(fields)))
+    else:
+        reason = draw(st.text(alphabet=_TCHAR + " ", max_size=20))
+        status = draw(st.integers(100, 999))
+        message = Response(draw(versions), status, reason, Headers(draw(fields)))
+    message.set_body(draw(bodies))
+    return message
+
+
+@given(st.lists(messages(), min_size=1, max_size=4), st.lists(st.integers(0, 2000)))
+def test_generated_messages_round_trip(
+    generated: list[Request | Response], cuts: list[int]
+) -> None:
+    """Built messages serialize, parse back equal, and serialize the same."""
+    stream = b"".join(message.serialize() for message in generated)
+
+    events = feed_in_pieces(stream, [cut for cut in cuts if cut <= len(stream)])
+
+    assert events == generated
+    assert b"".join(event.serialize() for event in events) == stream

@@ -258,6 +258,16 @@ def test_get_and_has() -> None:
     assert not spec.has("missing")
 
 
+def test_get_raw_keeps_quotes() -> None:
+    """get_raw() returns values as written, for copying between specs."""
+    spec = one('RTP/AVP;unicast;dest_addr=":5000";mode="PLAY";append')
+
+    assert spec.get_raw("DEST_ADDR") == '":5000"'
+    assert spec.get_raw("mode") == '"PLAY"'
+    assert spec.get_raw("append") is None
+    assert spec.get_raw("missing") is None
+
+
 def test_single_port_client_port() -> None:
     """A single client_port reads as a range with no last port."""
     spec = one("MP2T/H2221/UDP;unicast;client_port=27392")

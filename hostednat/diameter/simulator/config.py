@@ -84,9 +84,7 @@ class SimulatorConfig:
         admin = _table(data, "admin", where)
         _known(admin, {"listen"}, "admin", where)
         if "listen" in admin:
-            values["admin_listen"] = _check(
-                admin["listen"], str, where, "admin.listen"
-            )
+            values["admin_listen"] = _check(admin["listen"], str, where, "admin.listen")
         if "binding_output" in data:
             values["binding_output"] = _binding_output(data, where)
         values["subscribers"] = _subscribers(data.get("subscribers", []), where)

@@ -79,7 +79,9 @@ class SpdfPolicy:
         self.config = config
         self.identity = identity
         self.sessions: dict[str, SessionRecord] = {}
-        self._next_port = config.binding_output.first_port if config.binding_output else 0
+        self._next_port = (
+            config.binding_output.first_port if config.binding_output else 0
+        )
         self.decisions: list[Decision] = []
 
     def used(self, subscriber: str | None = None) -> int:

@@ -1,0 +1,89 @@
+"""The simulated SPDF's admission policy, without the network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hostednat.diameter import codec, messages
+from hostednat.diameter.dictionary import FlowStatus
+from hostednat.diameter.messages import AaRequest, MediaComponent, TransportAddress
+from hostednat.diameter.results import Result
+from hostednat.diameter.simulator.config import (
+    BindingOutput,
+    SimulatorConfig,
+    Subscriber,
+)
+from hostednat.diameter.simulator.spdf import SpdfPolicy
+
+from .helpers import AF, SPDF
+
+BOX = "203.0.113.7"
+
+
+def aar(session_id: str, bandwidth: int, box: str = BOX) -> tuple[Any, Any]:
+    request = AaRequest(
+        session_id,
+        (MediaComponent(1, bandwidth_dl=bandwidth, flow_status=FlowStatus.ENABLED),),
+        subscriber=box,
+        binding_input=(TransportAddress(box, 5000), TransportAddress.wildcard()),
+    )
+    data = codec.with_identifiers(messages.aa_request(request, AF, "racs"), 1, 2)
+    return codec.parse_header(data), codec.decode(data)
+
+
+def result(policy: SpdfPolicy, request: tuple[Any, Any]) -> tuple[Result, Any]:
+    answer = codec.decode(policy.handle("af-1", *request))
+    found = messages.result_of(answer.avps)
+    assert found is not None
+    return found, answer
+
+
+def test_budget_per_subscriber_and_total() -> None:
+    """Sessions pass until the subscriber (4046) or total (4041) budget."""
+    policy = SpdfPolicy(
+        SimulatorConfig(subscriber_bandwidth=10, total_bandwidth=15), SPDF
+    )
+    assert result(policy, aar("a", 6))[0] == Result(0, 2001)
+    assert result(policy, aar("b", 6))[0] == Result(13019, 4046)
+    assert result(policy, aar("c", 10, "203.0.113.9"))[0] == Result(13019, 4041)
+    assert policy.used() == 6
+
+
+def test_update_replaces_component_bandwidth() -> None:
+    """An update AAR for the same component replaces its bandwidth."""
+    policy = SpdfPolicy(SimulatorConfig(subscriber_bandwidth=10), SPDF)
+    result(policy, aar("a", 6))
+    assert result(policy, aar("a", 9))[0] == Result(0, 2001)
+    assert policy.used(BOX) == 9
+
+
+def test_forced_result_code() -> None:
+    """A subscriber with a forced code always gets it."""
+    config = SimulatorConfig(
+        subscribers=(Subscriber(BOX, result_code=4045, vendor_id=13019),)
+    )
+    assert result(SpdfPolicy(config, SPDF), aar("a", 1))[0] == Result(13019, 4045)
+
+
+def test_binding_output_list_is_allocated() -> None:
+    """With [binding_output] the AAA returns one pair per input pair."""
+    config = SimulatorConfig(
+        binding_output=BindingOutput("192.0.2.50", "198.51.100.20", 40000, 40003)
+    )
+    _, answer = result(SpdfPolicy(config, SPDF), aar("a", 1))
+    assert messages.binding_lists(answer.avps)[1] == (
+        TransportAddress("192.0.2.50", 40000),
+        TransportAddress("198.51.100.20", 40000),
+    )
+
+
+def test_str_releases_and_unknown_str_is_5002() -> None:
+    """STR frees the bandwidth; an STR for no session is answered 5002."""
+    policy = SpdfPolicy(SimulatorConfig(), SPDF)
+    result(policy, aar("a", 5))
+    data = messages.session_termination_request(AF, "a", 1, "racs")
+    data = codec.with_identifiers(data, 3, 4)
+    request = (codec.parse_header(data), codec.decode(data))
+    assert result(policy, request)[0] == Result(0, 2001)
+    assert policy.used() == 0
+    assert result(policy, request)[0] == Result(0, 5002)
