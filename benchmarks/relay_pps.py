@@ -202,12 +202,28 @@ def _cpu_times(cpu: int) -> list[int]:
     return []
 
 
-def _cpu_split(before: list[int], after: list[int]) -> dict[str, float]:
-    """Shares of user, system, softirq, idle and steal time between samples."""
-    deltas = [b - a for a, b in zip(before, after, strict=True)]
-    total = sum(deltas) or 1
-    names = {"user": 0, "system": 2, "idle": 3, "softirq": 6, "steal": 7}
-    return {name: round(deltas[index] / total, 2) for name, index in names.items()}
+class CpuProbe:
+    """The relay's CPU time, and CPU 0's busy time, from creation to now.
+
+    ``other_cpu0_share`` is the share of CPU 0 that went to anything but the
+    relay process (other work on the machine, deferred softirqs): when it is
+    high, the relay was starved and its result says little about it.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.wall = time.perf_counter()
+        self.relay = _cpu_seconds(pid)
+        self.ticks = _cpu_times(RELAY_CPU)
+
+    def shares(self) -> tuple[float, float, float]:
+        """Relay CPU seconds, relay share of the wall time, other share."""
+        wall = time.perf_counter() - self.wall
+        relay = _cpu_seconds(self.pid) - self.relay
+        deltas = [b - a for a, b in zip(self.ticks, _cpu_times(RELAY_CPU), strict=True)]
+        idle = deltas[3] + deltas[4]
+        busy = 1.0 - idle / (sum(deltas[:8]) or 1)
+        return relay, relay / wall, max(0.0, busy - relay / wall)
 
 
 class Rig:
@@ -310,7 +326,9 @@ def _step(rig: Rig, payload: bytes, rate: int, step_seconds: float) -> dict[str,
     before = rig.delivered
     relay_drops = _udp_drops(rig.core_port)
     sink_drops = _udp_drops(rig.sink_port)
+    probe = CpuProbe(rig.relay.pid or 0)
     achieved = _paced(rig, payload, rate, count)
+    _, relay_share, other_share = probe.shares()
     delivered = rig.wait_drained(before + count) - before
     return {
         "rate": rate,
@@ -319,6 +337,8 @@ def _step(rig: Rig, payload: bytes, rate: int, step_seconds: float) -> dict[str,
         "lost": count - delivered,
         "relay_rcvbuf_drops": _udp_drops(rig.core_port) - relay_drops,
         "sink_rcvbuf_drops": _udp_drops(rig.sink_port) - sink_drops,
+        "relay_cpu_share": round(relay_share, 2),
+        "other_cpu0_share": round(other_share, 2),
     }
 
 
@@ -364,36 +384,41 @@ def _flood_once(rig: Rig, payload: bytes) -> dict[str, Any]:
     sendto = rig.generator.sendto
     destination = (LOOPBACK, rig.core_port)
     relay_drops = _udp_drops(rig.core_port)
-    cpu_before = _cpu_times(RELAY_CPU)
-    pid = rig.relay.pid or 0
+    sink_drops = _udp_drops(rig.sink_port)
     clock = time.perf_counter
     start = clock()
     window_start, window_end = (start + offset for offset in FLOOD_WINDOW)
     stop = start + FLOOD_SECONDS
     sent = 0
-    marks: list[tuple[float, int, int, float]] = []
+    probe: CpuProbe | None = None
+    marks: list[tuple[float, int, int]] = []
 
     while True:
         for _ in range(64):
             sendto(payload, destination)
         sent += 64
         now = clock()
-        mark_due = window_end if marks else window_start
-        if len(marks) < 2 and now >= mark_due:
-            marks.append((now, sent, rig.delivered, _cpu_seconds(pid)))
+        if not marks and now >= window_start:
+            probe = CpuProbe(rig.relay.pid or 0)
+            marks.append((now, sent, rig.delivered))
+        elif len(marks) == 1 and now >= window_end and probe is not None:
+            relay_cpu, relay_share, other_share = probe.shares()
+            marks.append((now, sent, rig.delivered))
         if now >= stop:
             break
 
-    (t0, s0, n0, c0), (t1, s1, n1, c1) = marks
+    (t0, s0, n0), (t1, s1, n1) = marks
     delivered = n1 - n0
     rig.wait_drained(rig.delivered + 1)
     return {
         "delivered_pps": round(delivered / (t1 - t0)),
         "offered_pps": round((s1 - s0) / (t1 - t0)),
-        "relay_cpu_us_per_packet": round((c1 - c0) / max(delivered, 1) * 1e6, 2),
-        "relay_cpu_share": round((c1 - c0) / (t1 - t0), 2),
+        "capacity_pps": round(delivered / relay_cpu) if relay_cpu else 0,
+        "relay_cpu_us_per_packet": round(relay_cpu / max(delivered, 1) * 1e6, 2),
+        "relay_cpu_share": round(relay_share, 2),
+        "other_cpu0_share": round(other_share, 2),
         "relay_rcvbuf_drops": _udp_drops(rig.core_port) - relay_drops,
-        "cpu0": _cpu_split(cpu_before, _cpu_times(RELAY_CPU)),
+        "sink_rcvbuf_drops": _udp_drops(rig.sink_port) - sink_drops,
     }
 
 
@@ -444,6 +469,7 @@ def run(
             ratios[kind][str(size)] = {
                 "loss_free": _ratio(other["loss_free_pps"], bare["loss_free_pps"]),
                 "flood": _ratio(other["delivered_pps"], bare["delivered_pps"]),
+                "capacity": _ratio(other["capacity_pps"], bare["capacity_pps"]),
             }
     return {
         "config": {
