@@ -259,8 +259,8 @@ def main() -> None:
         natted, natted_count, cpu = max(natted_runs)
         print(f"routed:      {routed:,.0f} pps ({routed_count} arrived)")
         print(
-            f"kernel NAT:  {natted:,.0f} pps ({natted_count} arrived,"
-            f" kernel counted {counts.packets_to_box})"
+            f"kernel NAT:  {natted:,.0f} pps ({natted_count} arrived;"
+            f" kernel counted {counts.packets_to_box} over all rounds)"
         )
         print(f"ratio NAT/routed: {natted / routed:.2f}")
         print(f"this process's CPU during the NAT run: {cpu * 1000:.0f} ms")

@@ -1,36 +1,49 @@
 """Packets per second through the userspace relay, against a bare Python loop.
 
-Run from the repository root (needs two CPUs, no privileges, loopback only)::
+Run from the repository root (needs CPUs 0 and 1, no privileges; all traffic
+stays on 127.0.0.1)::
 
     .venv/bin/python benchmarks/relay_pps.py [--json results.json]
 
-It measures, in one run and under the same conditions, two relays that
-receive media on a "core" UDP socket and send it from an "access" socket to
-a sink (the box):
+Options: ``--relays bare,table,protocol`` (which relays, default all),
+``--rates 10000,20000,...`` (the paced steps), ``--step-seconds 0.5``,
+``--batch 256`` (the table's read batch).  The default run takes about
+90 seconds and stops by itself.
 
-- ``bare``: a blocking ``recvfrom``/``sendto`` loop in its own process;
-- ``table``: a :class:`~hostednat.nat.userspace.UserspaceBindingTable` in its
-  own process under the default reactor (epoll on Linux), with one binding
-  latched by a punch from the sink, as a box would.
+Three relays receive media on a "core" UDP socket and send it from an
+"access" socket to a sink (the box), each in its own process:
 
-Each relay process is pinned to CPU 0; the generator (this process) and the
-sink process are pinned to CPU 1.  Every socket gets a 4 MiB ``SO_RCVBUF``
-and ``SO_SNDBUF``.  For 172-byte and 1316-byte datagrams (an RTP header with
-a 160-byte G.711 frame; seven 188-byte MPEG-TS packets) it finds:
+- ``bare``: a blocking ``recvfrom``/``sendto`` loop, the reference;
+- ``table``: :class:`~hostednat.nat.userspace.UserspaceBindingTable` under the
+  default reactor (epoll on Linux), with one binding latched by a punch from
+  the sink, as a box would;
+- ``protocol``: two plain Twisted ``DatagramProtocol`` ports, to show what
+  the table's design is worth.
 
-- the *loss-free rate*: the generator paces bounded steps of rising rates
-  (``--rates``, each step ``--step-seconds`` long); the result is the
-  highest rate whose step and all steps below it delivered every datagram
-  (a lossy step is retried once, to step over a stray hiccup of the VM);
-- the *flood rate*: datagrams delivered per second while the generator sends
-  as fast as it can, measured at the sink over the middle of the flood, with
-  the relay's CPU time per delivered datagram (``/proc/PID/schedstat``).
+Each relay is pinned to CPU 0; the generator (this process) and the sink
+process are pinned to CPU 1.  Every socket gets a 4 MiB ``SO_RCVBUF`` and
+``SO_SNDBUF``.  For 172-byte and 1316-byte datagrams (an RTP header with a
+160-byte G.711 frame; seven 188-byte MPEG-TS packets) it measures:
 
-It prints one table row per relay and size, then the table/bare ratios, and
-writes everything as JSON with ``--json PATH``.  The flood rate of the bare
-loop may be limited by the generator rather than by the relay: the
-``offered`` column shows what the generator managed to send.  The whole run
-takes about a minute and stops by itself.
+- *loss-free*: the generator paces bounded steps of rising rates, each
+  ``--step-seconds`` long; the result is the highest rate such that it and
+  every step below it delivered all datagrams.  A lossy step is tried up to
+  three times, and the relays take each step in turn, so that a passing
+  disturbance of the machine hits them alike.  ``+`` marks a ramp that ended
+  because the generator could not pace the next step (the knee is higher),
+  ``*`` one that ran out of its time budget;
+- *flood*: datagrams delivered per second while the generator sends flat out
+  (best of three 1.5 s floods, read at the sink over the middle 0.8 s), the
+  rate the generator reached (*offered*), and the relay's CPU time per
+  delivered datagram (``/proc/PID/schedstat``), also given as *per-cpu-s*,
+  datagrams delivered per second of relay CPU time, which stays meaningful
+  when other work on the machine takes CPU 0 from the relay;
+- *other*: the share of CPU 0 that went to anything but the relay (other
+  processes, deferred softirqs), at the first lossy step and during the
+  flood; a high value means that result measured the machine, not the relay.
+
+It prints one row per relay and size, then each relay's ratio to ``bare``,
+and writes every step and trial as JSON with ``--json PATH``.
 """
 
 from __future__ import annotations
@@ -72,6 +85,10 @@ FLOOD_SECONDS = 1.5
 FLOOD_WINDOW = (0.5, 1.3)
 FLOOD_TRIALS = 3
 STEP_ATTEMPTS = 3
+
+# Longest ramp per packet size, so that the whole run stays under three
+# minutes even when many steps need retries.
+RAMP_SECONDS = 50.0
 
 _context = multiprocessing.get_context("fork")
 Shared = Any  # a multiprocessing.RawArray of c_int64: [packets, stop]
@@ -351,15 +368,27 @@ def loss_free_rates(
     interference from other work on the machine hits them alike.  A step
     passes if one of ``STEP_ATTEMPTS`` attempts delivers every datagram.  A
     relay's ramp also ends when the generator cannot pace a step within 5%
-    of its rate; ``generator_limited`` then says the knee lies higher.
+    of its rate (``generator_limited``: the knee lies higher), and every
+    ramp ends after ``RAMP_SECONDS`` (``out_of_time``).
     """
     payload = bytes(size)
     results: dict[str, dict[str, Any]] = {
-        kind: {"loss_free_pps": 0, "generator_limited": False, "steps": []}
+        kind: {
+            "loss_free_pps": 0,
+            "generator_limited": False,
+            "out_of_time": False,
+            "knee_other_cpu0_share": 0.0,
+            "steps": [],
+        }
         for kind in rigs
     }
     running = set(rigs)
+    deadline = time.perf_counter() + RAMP_SECONDS
     for rate in rates:
+        if time.perf_counter() > deadline:
+            for kind in running:
+                results[kind]["out_of_time"] = True
+            break
         for kind in [kind for kind in rigs if kind in running]:
             result = results[kind]
             for _attempt in range(STEP_ATTEMPTS):
@@ -371,6 +400,7 @@ def loss_free_rates(
                 result["generator_limited"] = True
                 running.discard(kind)
             elif step["lost"] > 0:
+                result["knee_other_cpu0_share"] = step["other_cpu0_share"]
                 running.discard(kind)
             else:
                 result["loss_free_pps"] = rate
@@ -493,26 +523,36 @@ def _ratio(value: float, reference: float) -> float:
 
 def _print_table(document: dict[str, Any]) -> None:
     header = (
-        f"{'relay':<8} {'bytes':>5} {'loss-free':>10} {'flood':>8} "
-        f"{'offered':>8} {'cpu us/pkt':>10}"
+        f"{'relay':<8} {'bytes':>5} {'loss-free':>10} {'other':>6} "
+        f"{'flood':>8} {'offered':>8} {'other':>6} {'per-cpu-s':>9} {'us/pkt':>7}"
     )
     print(header)
     print("-" * len(header))
     for kind, by_size in document["results"].items():
         for size, result in by_size.items():
-            loss_free = f"{result['loss_free_pps']}{'+' * result['generator_limited']}"
+            mark = "+" if result["generator_limited"] else ""
+            mark += "*" if result["out_of_time"] else ""
+            loss_free = f"{result['loss_free_pps']}{mark}"
             print(
                 f"{kind:<8} {size:>5} {loss_free:>10} "
+                f"{result['knee_other_cpu0_share']:>6.0%} "
                 f"{result['delivered_pps']:>8} {result['offered_pps']:>8} "
-                f"{result['relay_cpu_us_per_packet']:>10}"
+                f"{result['other_cpu0_share']:>6.0%} {result['capacity_pps']:>9} "
+                f"{result['relay_cpu_us_per_packet']:>7}"
             )
-    print("(+: the generator could not pace the next step; the knee is higher)")
+    print(
+        "loss-free: highest paced rate without loss (+: the generator could not\n"
+        "pace the next step, *: the ramp ran out of time); flood: delivered/s\n"
+        f"when flooded, best of {FLOOD_TRIALS}; per-cpu-s: delivered per second "
+        "of relay CPU;\nother: share of CPU 0 not used by the relay, at the "
+        "first lossy step\nand during the flood."
+    )
     print()
     for kind, by_size in document["ratios"].items():
         for size, ratio in by_size.items():
             print(
                 f"{kind}/bare {size:>4} bytes: loss-free {ratio['loss_free']:.2f}, "
-                f"flood {ratio['flood']:.2f}"
+                f"flood {ratio['flood']:.2f}, per-cpu-s {ratio['capacity']:.2f}"
             )
 
 

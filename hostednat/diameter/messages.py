@@ -324,14 +324,14 @@ def _enumerated(value: int | None) -> int | None:
 
 
 def _address_avp(host: str) -> Any:
-    if ipaddress.ip_address(host).version == 4:
+    if ":" not in host:
         return new_avp(AvpCode.FRAMED_IP_ADDRESS, 0, codec.ip_octets(host))
     return new_avp(AvpCode.FRAMED_IPV6_PREFIX, 0, codec.ipv6_prefix_octets(host))
 
 
 def _transport_address(address: TransportAddress) -> Any:
     code = AvpCodeEtsi.V4_TRANSPORT_ADDRESS
-    if ipaddress.ip_address(address.host).version == 6:
+    if ":" in address.host:
         code = AvpCodeEtsi.V6_TRANSPORT_ADDRESS
     members = [
         _address_avp(address.host),

@@ -32,12 +32,12 @@ from twisted.python.failure import Failure
 from hostednat.diameter import log as keys
 from hostednat.diameter.codec import Header
 from hostednat.diameter.config import PeerAddress
+from hostednat.diameter.group import PeerGroup
 from hostednat.diameter.messages import Identity
 from hostednat.diameter.peer import (
     ConnectRequested,
     DisconnectRequested,
     GroupEvent,
-    PeerGroup,
     PeerMachine,
     PeerOpened,
     PeerSuspected,

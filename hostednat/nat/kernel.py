@@ -39,10 +39,19 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from hostednat.nat.binding import BindingFailed, Endpoint
+from hostednat.config import NatConfig
+from hostednat.nat.binding import (
+    Binding,
+    BindingCounters,
+    BindingFailed,
+    Endpoint,
+    Leg,
+)
 from hostednat.nat.conntrack import FlowTuple, delete_message
 from hostednat.nat.netlink import NetlinkChannel, Reply, errno_name
 from hostednat.nat.nftables import (
@@ -64,18 +73,23 @@ from hostednat.nat.nftables import (
     tuple_from_access_element,
     tuple_from_core_element,
 )
+from hostednat.nat.ports import PortPool
+from hostednat.nat.userspace import UserspaceBindingTable
 
 __all__ = [
-    "EVENT_CONNTRACK_FAILED",
+    "EVENT_KERNEL_FAILED",
     "EVENT_RECONCILED",
     "FlowCounts",
+    "ForwardedPackets",
+    "KernelBackendUnavailable",
+    "KernelBindingTable",
     "KernelNat",
     "KernelNatError",
     "Reconciled",
+    "build_kernel_table",
+    "check_capability",
 ]
 
-#: ``hostednat_event`` when a conntrack delete failed other than ENOENT.
-EVENT_CONNTRACK_FAILED = "kernel.conntrack_failed"
 #: ``hostednat_event`` when leftovers of a previous run were removed.
 EVENT_RECONCILED = "kernel.reconciled"
 
@@ -550,3 +564,362 @@ def _counts_by_endpoint(messages: Iterable[bytes]) -> dict[Endpoint, tuple[int, 
         for message in messages
         for found in decode_elements(message)
     }
+
+
+# The binding table: latch in userspace, forward in the kernel.
+
+#: ``hostednat_event`` when the kernel refused a leg; it stays in userspace.
+EVENT_KERNEL_FAILED = "kernel.binding_failed"
+
+# /proc/self/status CapEff bit (include/uapi/linux/capability.h).
+_CAP_NET_ADMIN = 12
+
+# Seconds between counter reads: well under the 10 s relatch silence
+# (reference 7.2 rule 3b), since the reads also feed the latch guards.
+_COUNTER_INTERVAL = 2.0
+
+
+class KernelBackendUnavailable(RuntimeError):
+    """The kernel backend cannot run in this process."""
+
+
+def check_capability(status: str | None = None) -> None:
+    """Refuse to start the kernel backend without CAP_NET_ADMIN.
+
+    :param status: the text of ``/proc/self/status`` (read when ``None``).
+    :raises KernelBackendUnavailable: the effective set lacks CAP_NET_ADMIN.
+    """
+    if status is None:
+        with open("/proc/self/status", encoding="ascii") as lines:
+            status = lines.read()
+    effective = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")),
+        "0",
+    )
+    if not int(effective, 16) >> _CAP_NET_ADMIN & 1:
+        raise KernelBackendUnavailable(
+            '[nat] backend = "kernel" needs CAP_NET_ADMIN to change nftables and'
+            " conntrack: run hostednat as root, grant the capability (systemd:"
+            ' AmbientCapabilities=CAP_NET_ADMIN), or set backend = "userspace"'
+        )
+
+
+@attrs.frozen
+class ForwardedPackets:
+    """Packets forwarded by the kernel and by Python, both directions."""
+
+    kernel: int
+    python: int
+
+
+class KernelNatLike(Protocol):
+    """The part of :class:`KernelNat` the table uses (tests fake it)."""
+
+    def start(self) -> Deferred[Reconciled]:
+        """Clear leftovers and create the table."""
+
+    def install(self, flow: LegFlow) -> Deferred[None]:
+        """Forward ``flow`` in the kernel."""
+
+    def relatch(self, old: LegFlow, new: LegFlow) -> Deferred[None]:
+        """Move a leg to a new public endpoint."""
+
+    def remove(self, flow: LegFlow) -> Deferred[Any]:
+        """Stop forwarding ``flow``; its final :class:`FlowCounts`."""
+
+    def counters(self) -> Deferred[dict[Endpoint, tuple[int, int]]]:
+        """Every counter, by endpoint."""
+
+    def stop(self) -> Deferred[None]:
+        """Delete the table."""
+
+
+class KernelBindingTable(UserspaceBindingTable):
+    """A binding table that latches in userspace and forwards in the kernel.
+
+    Allocation, the access-side sockets and the latching guards are the
+    userspace table's: the box's punches reach the access socket and its
+    :class:`~hostednat.nat.latch.LatchGuard` as before.  Once a leg has both
+    a latched endpoint and the server's endpoint, its flow goes into the
+    kernel; from then on its media never reaches Python.  While the kernel
+    has not (yet) taken a leg, or if it refused it, the userspace relay
+    forwards it.
+
+    :param nat: the kernel's side (a started or startable :class:`KernelNat`).
+    :param counter_interval: seconds between counter reads; each read also
+        tells a leg's guard that its latched endpoint is alive when box
+        packets went through the kernel, so that a silent-mapping relatch
+        (reference 7.2 rule 3b) does not fire on a leg whose box still talks.
+    :param table_options: the :class:`UserspaceBindingTable` keywords.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        nat: KernelNatLike,
+        *,
+        counter_interval: float = _COUNTER_INTERVAL,
+        **table_options: Any,
+    ) -> None:
+        super().__init__(reactor, **table_options)
+        self._nat = nat
+        self._counter_interval = counter_interval
+        self._flows: dict[tuple[Binding, Leg], LegFlow] = {}
+        self._pending: dict[tuple[Binding, Leg], Deferred[None]] = {}
+        self._kernel_counts: dict[tuple[Binding, Leg], FlowCounts] = {}
+        self._kernel_retired = BindingCounters()
+        self._removing: set[Binding] = set()
+        self._poll: LoopingCall | None = None
+
+    def start(self) -> Deferred[Reconciled]:
+        """Reconcile and create the table, then read counters periodically.
+
+        Call it, and wait for it, before accepting connections.
+        """
+        started = self._nat.start()
+
+        def poll(reconciled: Reconciled) -> Reconciled:
+            self._poll = LoopingCall(self.refresh_counters)
+            self._poll.clock = self.reactor  # type: ignore[assignment]
+            self._poll.start(self._counter_interval, now=False)
+            return reconciled
+
+        started.addCallback(poll)
+        return started
+
+    def install(
+        self, binding: Binding, server_rtp: Endpoint, server_rtcp: Endpoint | None
+    ) -> Deferred[None]:
+        """Record the server's endpoints; legs already latched go in now."""
+        recorded = super().install(binding, server_rtp, server_rtcp)
+        legs = [leg for leg in binding.access.legs() if leg in binding.latched]
+        return _all([recorded, *(self._sync(binding, leg) for leg in legs)])
+
+    def latch(self, binding: Binding, leg: Leg, source: Endpoint) -> Deferred[None]:
+        """Latch ``leg`` to ``source``; fires once the kernel has it."""
+        latched = super().latch(binding, leg, source)
+        pending = self._pending.get((binding, leg))
+        return latched if pending is None else _all([latched, pending])
+
+    def _record_latch(self, leg_state: Any, source: Endpoint) -> None:
+        # The userspace table calls this for every latch, from its guard or
+        # from latch(): the kernel follows.
+        super()._record_latch(leg_state, source)
+        self._sync(leg_state.binding, leg_state.leg).addErrback(lambda _: None)
+
+    def _sync(self, binding: Binding, leg: Leg) -> Deferred[None]:
+        """Bring the kernel in line with the leg's latched and server ends."""
+        key = (binding, leg)
+        server, public = binding.server.get(leg), binding.latched.get(leg)
+        port_pair = (binding.access.port(leg), binding.core.port(leg))
+        if binding in self._removing or server is None or public is None:
+            return _done()
+        access, core = port_pair
+        assert access is not None and core is not None
+        new = LegFlow(
+            server,
+            Endpoint(binding.core_address, core),
+            Endpoint(binding.access_address, access),
+            public,
+        )
+        old = self._flows.get(key)
+        if old == new:
+            return _done()
+
+        self._flows[key] = new
+        changed = self._nat.install(new) if old is None else self._nat.relatch(old, new)
+
+        def refused(failure: Failure) -> Failure:
+            # A failed transaction changed nothing: the old state stands.
+            if self._flows.get(key) == new:
+                if old is None:
+                    self._flows.pop(key, None)
+                else:
+                    self._flows[key] = old
+            self._log.error(
+                "Kernel refused binding {binding} {leg}: {error};"
+                " it stays in userspace",
+                hostednat_event=EVENT_KERNEL_FAILED,
+                binding=binding.binding_id,
+                leg=leg.value,
+                error=failure.getErrorMessage(),
+                errno=getattr(failure.value, "errno", None),
+            )
+            return failure
+
+        def settled(result: object) -> object:
+            if self._pending.get(key) is changed:
+                del self._pending[key]
+            return result
+
+        changed.addErrback(refused)
+        changed.addBoth(settled)
+        self._pending[key] = changed
+        return changed
+
+    def remove(self, binding: Binding) -> Deferred[None]:
+        """Take the binding's legs out of the kernel, then release it."""
+        if binding in self._removing:
+            return _done()
+        self._removing.add(binding)
+        removals = []
+        for leg in binding.access.legs():
+            flow = self._flows.pop((binding, leg), None)
+            self._kernel_counts.pop((binding, leg), None)
+            if flow is not None:
+                removals.append(self._nat.remove(flow))
+
+        def retire(result: object) -> Deferred[None]:
+            counts = result if isinstance(result, FlowCounts) else None
+            if counts is not None:
+                self._kernel_retired.add(_as_counters(counts))
+            return _done()
+
+        def release(_: object) -> Deferred[None]:
+            self._removing.discard(binding)
+            return super(KernelBindingTable, self).remove(binding)
+
+        for removal in removals:
+            removal.addCallback(retire)
+            removal.addErrback(self._removal_failed, binding)
+        return _all(removals).addCallback(release)
+
+    def _removal_failed(self, failure: Failure, binding: Binding) -> None:
+        self._log.error(
+            "Kernel removal of binding {binding} failed: {error}",
+            hostednat_event=EVENT_KERNEL_FAILED,
+            binding=binding.binding_id,
+            error=failure.getErrorMessage(),
+            errno=getattr(failure.value, "errno", None),
+        )
+
+    def counters(self, binding: Binding) -> BindingCounters:
+        """Userspace counts plus the kernel's, as of the last read."""
+        total = super().counters(binding)
+        for leg in binding.access.legs():
+            counts = self._kernel_counts.get((binding, leg))
+            if counts is not None:
+                total.add(_as_counters(counts))
+        return total
+
+    def totals(self) -> BindingCounters:
+        """Counts over every binding, userspace and kernel."""
+        total = super().totals()
+        total.add(self._kernel_totals())
+        return total
+
+    def forwarded_packets(self) -> ForwardedPackets:
+        """Packets the kernel forwarded, against those Python relayed."""
+        python = super().totals()
+        kernel = self._kernel_totals()
+        return ForwardedPackets(
+            kernel=kernel.packets_to_box + kernel.packets_to_server,
+            python=python.packets_to_box + python.packets_to_server,
+        )
+
+    def _kernel_totals(self) -> BindingCounters:
+        total = attrs.evolve(self._kernel_retired)
+        for counts in self._kernel_counts.values():
+            total.add(_as_counters(counts))
+        return total
+
+    def refresh_counters(self) -> Deferred[None]:
+        """Read every counter from the kernel into the per-leg cache."""
+        reading = self._nat.counters()
+        counted = reading.addCallback(self._counted)
+        return counted.addErrback(self._counting_failed)
+
+    def _counted(self, counts: dict[Endpoint, tuple[int, int]]) -> None:
+        now = self.reactor.seconds()
+        for key, flow in self._flows.items():
+            to_box = counts.get(flow.access, (0, 0))
+            to_server = counts.get(flow.core, (0, 0))
+            fresh = FlowCounts(*to_box, *to_server)
+            previous = self._kernel_counts.get(key, FlowCounts())
+            self._kernel_counts[key] = fresh
+            if fresh.packets_to_server > previous.packets_to_server:
+                self._box_alive(key, flow.public, now)
+
+    def _box_alive(
+        self, key: tuple[Binding, Leg], public: Endpoint, now: float
+    ) -> None:
+        """The latched endpoint sent through the kernel since the last read."""
+        state = self._bindings.get(key[0])
+        if state is not None and key[1] in state.legs:
+            state.legs[key[1]].guard.offer(public, now)
+
+    def _counting_failed(self, failure: Failure) -> None:
+        self._log.error(
+            "Reading kernel counters failed: {error}",
+            hostednat_event=EVENT_KERNEL_FAILED,
+            error=failure.getErrorMessage(),
+        )
+
+    def close(self) -> Deferred[None]:
+        """Remove every binding, stop reading counters, delete the table."""
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+        removals = [self.remove(binding) for binding in list(self._bindings)]
+        closing = _all(removals)
+        closing.addCallback(lambda _: self._nat.stop())
+        return closing
+
+
+def build_kernel_table(
+    reactor: Any, config: NatConfig, *, netns: str | None = None, **options: Any
+) -> KernelBindingTable:
+    """A kernel table for ``[nat]``; call :meth:`KernelBindingTable.start`.
+
+    :param options: more :class:`KernelBindingTable` keywords (``observer``).
+    :raises KernelBackendUnavailable: without CAP_NET_ADMIN.
+    """
+    check_capability()
+    nat = KernelNat(
+        reactor,
+        NatTable(config.table, config.access_address, config.core_address),
+        netns=netns,
+    )
+    return KernelBindingTable(
+        reactor,
+        nat,
+        access_address=config.access_address,
+        core_address=config.core_address,
+        access_pool=PortPool(config.access_ports.first, config.access_ports.last),
+        core_pool=PortPool(config.core_ports.first, config.core_ports.last),
+        latch_window=config.latch_window,
+        relatch_after=config.relatch_after,
+        receive_buffer=config.receive_buffer,
+        **options,
+    )
+
+
+def _as_counters(counts: FlowCounts) -> BindingCounters:
+    return BindingCounters(
+        packets_to_box=counts.packets_to_box,
+        bytes_to_box=counts.bytes_to_box,
+        packets_to_server=counts.packets_to_server,
+        bytes_to_server=counts.bytes_to_server,
+    )
+
+
+def _done() -> Deferred[None]:
+    return succeed(None)
+
+
+def _all(deferreds: list[Deferred[Any]]) -> Deferred[None]:
+    """Fires with None when all have; fails with the first failure."""
+    if not deferreds:
+        return _done()
+    gathered: Deferred[Any] = gatherResults(deferreds, consumeErrors=True)
+    gathered.addErrback(_first_failure)
+    return gathered.addCallback(lambda _: None)
+
+
+def _first_failure(failure: Failure) -> Failure:
+    error = failure.value
+    if isinstance(error, FirstError):
+        sub: Failure = error.subFailure
+        return sub
+    return failure

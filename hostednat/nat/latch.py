@@ -84,8 +84,14 @@ class LatchGuard:
         if window < 0 or relatch_after < 0:
             raise ValueError("latch durations must not be negative")
 
-        # The canonical text, as recvfrom() reports a source address.
-        self.allowed_ip = ipaddress.ip_address(allowed_ip).compressed
+        # The canonical text, as recvfrom() reports a source address; an
+        # IPv4 box reaching a dual-stack socket shows as ::ffff:a.b.c.d.
+        address = ipaddress.ip_address(allowed_ip)
+        self.allowed_ip = address.compressed
+        hosts = {address.compressed}
+        if address.version == 4:
+            hosts.add(f"::ffff:{address.compressed}")
+        self._allowed_hosts = frozenset(hosts)
         self.window = window
         self.relatch_after = relatch_after
         self._window_ends: float | None = None
@@ -133,7 +139,7 @@ class LatchGuard:
             self._window_ends = None
             return LatchDecision.ACCEPTED
 
-        if source.host != self.allowed_ip:
+        if source.host not in self._allowed_hosts:
             return LatchDecision.DROPPED_FOREIGN
 
         if self.window_open(now):

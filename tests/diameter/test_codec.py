@@ -105,7 +105,7 @@ def test_core_modules_do_not_import_twisted_internet() -> None:
     """codec, messages, peer, results and config stay free of the reactor."""
     code = (
         "import sys\n"
-        "import hostednat.diameter.peer, hostednat.diameter.config\n"
+        "import hostednat.diameter.group, hostednat.diameter.config\n"
         "import hostednat.diameter.simulator.spdf\n"
         "assert not any(m.startswith('twisted.internet') for m in sys.modules), "
         "sorted(m for m in sys.modules if m.startswith('twisted'))\n"

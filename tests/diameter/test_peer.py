@@ -8,11 +8,11 @@ import pytest
 
 from hostednat.diameter import codec, messages
 from hostednat.diameter.dictionary import Command
+from hostednat.diameter.group import PeerGroup
 from hostednat.diameter.peer import (
     AnswerReceived,
     ConnectRequested,
     DisconnectRequested,
-    PeerGroup,
     PeerOpened,
     PeerState,
     PeerSuspected,

@@ -87,3 +87,25 @@ def test_str_releases_and_unknown_str_is_5002() -> None:
     assert result(policy, request)[0] == Result(0, 2001)
     assert policy.used() == 0
     assert result(policy, request)[0] == Result(0, 5002)
+
+
+def test_tap_builds_diameter_and_admin_listeners() -> None:
+    """twistd hostednat-spdf's options load conf/spdf.toml; both ports listen."""
+    from pathlib import Path
+
+    from twisted.internet.testing import MemoryReactorClock
+
+    from hostednat.diameter.simulator.service import build_service
+    from hostednat.diameter.simulator.tap import Options
+
+    options = Options()
+    options.parseOptions(
+        ["--config", str(Path(__file__).parents[2] / "conf" / "spdf.toml")]
+    )
+    reactor = MemoryReactorClock()
+    service, spdf = build_service(options["parsed"], reactor)
+    service.startService()
+    ports = sorted(port for port, *_ in reactor.tcpServers)
+    assert ports == [3868, 8868]
+    assert spdf.identity.application_id == 16777222
+    service.stopService()

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 RTP_PUNCH = bytes([0x80, 0x00]) + bytes(10)
 RTCP_PUNCH = bytes([0x80, 0xC9, 0x00, 0x01]) + bytes(4)
 
+# GStreamer rtspsrc punches with datagrams of this many random bytes.
+GST_PUNCH_SIZE = 200
+
 # Seconds between rounds, and the most rounds one spray sends.
 ROUND_INTERVAL = 0.1
 MAX_ROUNDS = 200
@@ -94,12 +97,18 @@ class Sprayer:
         self._stop.clear()
         self._drain(linger)
 
+    def _payload(self) -> bytes:
+        """What this round sends: the three punch styles in turn."""
+        kind = self.rounds % 3
+        if kind == 0:
+            return RTP_PUNCH
+        if kind == 1:
+            return RTCP_PUNCH
+        return os.urandom(GST_PUNCH_SIZE)
+
     def _spray(self) -> None:
-        payloads = (RTP_PUNCH, RTCP_PUNCH)
         while not self._stop.is_set() and self.rounds < MAX_ROUNDS:
-            payload = (
-                os.urandom(200) if self.rounds % 3 == 2 else payloads[self.rounds % 3]
-            )
+            payload = self._payload()
             for port in self.ports:
                 try:
                     self.sock.sendto(payload, (self.target, port))

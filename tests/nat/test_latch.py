@@ -205,6 +205,14 @@ def test_allowed_ip_is_compared_in_canonical_form() -> None:
     assert guard.offer(Endpoint("2001:db8::7", 5000), 1.0) is LATCHED
 
 
+def test_ipv4_box_seen_through_a_dual_stack_socket_latches() -> None:
+    """The IPv4-mapped form of the box's address counts as the box's address."""
+    guard = LatchGuard(BOX_IP, window=30.0, relatch_after=10.0)
+    guard.open_window(0.0)
+
+    assert guard.offer(Endpoint(f"::ffff:{BOX_IP}", 5000), 1.0) is LATCHED
+
+
 def test_last_seen_tracks_the_latched_source() -> None:
     """``last_seen`` is unset before a latch and follows accepted datagrams."""
     guard = LatchGuard(BOX_IP, window=30.0, relatch_after=10.0)

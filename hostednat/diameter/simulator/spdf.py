@@ -83,14 +83,19 @@ class SpdfPolicy:
             config.binding_output.first_port if config.binding_output else 0
         )
         self.decisions: list[Decision] = []
+        self._usage: dict[str, int] = {}
+        self._total = 0
 
     def used(self, subscriber: str | None = None) -> int:
         """Downlink bit/s held by ``subscriber``, or by everyone."""
-        return sum(
-            s.bandwidth
-            for s in self.sessions.values()
-            if subscriber is None or s.subscriber == subscriber
-        )
+        if subscriber is None:
+            return self._total
+        return self._usage.get(subscriber, 0)
+
+    def _account(self, record: SessionRecord, change: int) -> None:
+        key = record.subscriber or ""
+        self._usage[key] = self._usage.get(key, 0) + change
+        self._total += change
 
     def handle(self, peer: str, header: Header, message: Any) -> bytes:
         """The answer to a request the AF sent on connection ``peer``."""
@@ -99,6 +104,8 @@ class SpdfPolicy:
             return self._aa(peer, header, message, session_id or "")
         if header.command_code == Command.SESSION_TERMINATION:
             record = self.sessions.pop(session_id or "", None)
+            if record is not None:
+                self._account(record, -record.bandwidth)
             code = DIAMETER_SUCCESS if record else DIAMETER_UNKNOWN_SESSION_ID
             self._decided(header, session_id, record, Result(0, code))
             return messages.answer(header, self.identity, code, session_id)
@@ -128,7 +135,9 @@ class SpdfPolicy:
                     messages.origin_realm(avps) or "",
                 )
                 self.sessions[session_id] = record
+            before = record.bandwidth
             record.components.update(requested)
+            self._account(record, record.bandwidth - before)
             binding_input, _ = messages.binding_lists(avps)
             output = self._allocate(binding_input)
         self._decided(header, session_id, record, result, subscriber)
@@ -152,7 +161,7 @@ class SpdfPolicy:
         budget = self.config.subscriber_bandwidth
         if entry is not None and entry.bandwidth is not None:
             budget = entry.bandwidth
-        if budget and self.used(subscriber) + extra > budget:
+        if budget and self.used(subscriber or "") + extra > budget:
             return ACCESS_PROFILE_FAILURE
         total = self.config.total_bandwidth
         if total and self.used() + extra > total:
@@ -196,7 +205,8 @@ class SpdfPolicy:
                 record.bandwidth if record else 0,
             )
         )
-        del self.decisions[:-1000]
+        if len(self.decisions) > 2000:
+            del self.decisions[:-1000]
 
     def re_auth_request(self, record: SessionRecord, action: int) -> bytes:
         """A RAR reporting ``action`` for ``record``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet import reactor, task
@@ -22,11 +23,9 @@ from hostednat.diameter.peer import PeerState
 from hostednat.nat.binding import Binding, BindingRequest, Endpoint, PortPair
 from hostednat.proxy.admission import AdmissionRefused, StreamDescription
 
-
-class Media:
-    index = 1
-    media = "video"
-    bandwidth = {"AS": 8000, "RR": 20000, "RS": 5000}
+MEDIA = SimpleNamespace(
+    index=1, media="video", bandwidth={"AS": 8000, "RR": 20000, "RS": 5000}
+)
 
 
 async def sleep(seconds: float) -> None:
@@ -64,8 +63,14 @@ async def main(host: str, port: int) -> dict[str, Any]:
         PortPair(40000, 40001),
     )
     stream = StreamDescription(
-        "s1", "203.0.113.7", PortPair(5000, 5001), "UDP",
-        "rtsp://198.51.100.80/live/trackID=1", Media(), 1, binding,  # type: ignore[arg-type]
+        "s1",
+        "203.0.113.7",
+        PortPair(5000, 5001),
+        "UDP",
+        "rtsp://198.51.100.80/live/trackID=1",
+        MEDIA,
+        1,
+        binding,  # type: ignore[arg-type]
     )
     try:
         await admission.admit(stream)

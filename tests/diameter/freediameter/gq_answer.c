@@ -43,9 +43,14 @@ static void avp(avp_code_t code, vendor_id_t vendor_id, char *name,
 	memset(&query, 0, sizeof(query));
 	query.avp_vendor.vendor_id = vendor_id;
 	query.avp_data.avp_code = code;
-	if (fd_dict_search(fd_g_config->cnf_dict, DICT_AVP, AVP_BY_STRUCT,
-			   &query, &found, ENOENT) == 0)
+	if (vendor_id == 0) {
+		if (fd_dict_search(fd_g_config->cnf_dict, DICT_AVP, AVP_BY_CODE,
+				   &code, &found, ENOENT) == 0)
+			return;
+	} else if (fd_dict_search(fd_g_config->cnf_dict, DICT_AVP,
+				  AVP_BY_STRUCT, &query, &found, ENOENT) == 0) {
 		return;
+	}
 	CHECK_FCT_DO(fd_dict_new(fd_g_config->cnf_dict, DICT_AVP, &data,
 				 NULL, NULL), );
 }

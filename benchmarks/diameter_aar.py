@@ -1,0 +1,260 @@
+"""AAR/AAA round trips per second against the SPDF simulator.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/diameter_aar.py [--count 20000]
+        [--concurrency 200] [--rate 1000] [--seconds 5]
+
+The simulator runs in a child process (its own core); the AF client runs
+in this one, on one core.  Reported, in one run:
+
+1. a plain python-diameter loop: ``AaRequest`` built through the library's
+   attribute API with the same AVPs, ``as_bytes()``, ``Message.from_bytes``;
+2. hostednat's codec alone: encoding the AAR and decoding it;
+3. throughput: ``GqAdmission.admit`` (AAR, AAA, result check) with
+   ``--concurrency`` requests in flight, ``--count`` in total;
+4. latency: ``--rate`` admissions per second for ``--seconds``, p50 and p99
+   of the AAR round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+
+def serve() -> None:
+    """Child process: the simulator on 127.0.0.1, port printed on stdout."""
+    from twisted.internet import reactor
+
+    from hostednat.diameter.simulator.config import SimulatorConfig
+    from hostednat.diameter.simulator.service import Spdf
+
+    spdf = Spdf(SimulatorConfig(), reactor)
+    port = reactor.listenTCP(0, spdf.factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    print(f"READY {port.getHost().port}", flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+MEDIA = SimpleNamespace(
+    index=1, media="video", bandwidth={"AS": 8000, "RR": 20000, "RS": 5000}
+)
+
+
+def stream(number: int) -> Any:
+    from hostednat.nat.binding import PortPair
+    from hostednat.proxy.admission import StreamDescription
+
+    return StreamDescription(
+        f"s{number}",
+        "203.0.113.7",
+        PortPair(5000, 5001),
+        "UDP",
+        "rtsp://198.51.100.80/live/trackID=1",
+        MEDIA,
+        1,  # type: ignore[arg-type]
+    )
+
+
+def library_loop(count: int) -> float:
+    """Encode and decode an equivalent AAR with python-diameter's own API."""
+    from diameter.message import Message
+    from diameter.message.avp import Avp
+    from diameter.message.commands import AaRequest
+
+    from hostednat.diameter import messages
+    from hostednat.diameter.af import media_component
+    from hostednat.diameter.config import RacsConfig
+
+    config = _config(0)
+    extra = _extra_avps(config)
+    start = time.perf_counter()
+    for index in range(count):
+        request = AaRequest()
+        request.header.application_id = 16777222
+        request.header.is_proxyable = True
+        request.session_id = f"af1.iptv.example.net;1;{index}"
+        request.auth_application_id = 16777222
+        request.origin_host = b"af1.iptv.example.net"
+        request.origin_realm = b"iptv.example.net"
+        request.destination_realm = b"racs.example.net"
+        request.auth_request_type = None
+        for avp in extra:
+            request.append_avp(Avp.from_avp(avp))
+        data = request.as_bytes()
+        Message.from_bytes(data)
+    del messages, media_component, RacsConfig
+    return count / (time.perf_counter() - start)
+
+
+def _extra_avps(config: Any) -> list[Any]:
+    from hostednat.diameter import codec
+
+    data = _admission(config).initial_request("x;1;1", stream(1))
+    avps = codec.decode(data).avps
+    return [a for a in avps if a.code not in (263, 258, 264, 296, 283)]
+
+
+def _config(port: int) -> Any:
+    from hostednat.diameter.config import RacsConfig
+
+    return RacsConfig.from_mapping(
+        {
+            "origin_host": "af1.iptv.example.net",
+            "origin_realm": "iptv.example.net",
+            "destination_realm": "racs.example.net",
+            "address_realm": "access.example.net",
+            "service_class": "IPTV",
+            "request_timeout": 10.0,
+            "peers": [{"host": "127.0.0.1", "port": port or 3868}],
+        },
+        "benchmark",
+    )
+
+
+def _admission(config: Any) -> Any:
+    from hostednat.diameter.af import GqAdmission
+    from hostednat.diameter.messages import Identity, SessionIdFactory
+
+    identity = Identity(config.origin_host, config.origin_realm, 16777222)
+    link: Any = type("NoLink", (), {"on_request": None})()
+    return GqAdmission(config, link, identity, SessionIdFactory("af", 1))
+
+
+def codec_loop(count: int) -> tuple[float, float]:
+    """hostednat's encoding of the AAR, and decoding it, separately."""
+    from hostednat.diameter import codec, messages
+
+    admission = _admission(_config(0))
+    probe = stream(1)
+    start = time.perf_counter()
+    encoded = [admission.initial_request(f"af;1;{i}", probe) for i in range(count)]
+    encode_rate = count / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for data in encoded:
+        message = codec.decode(data)
+        messages.binding_lists(message.avps)
+    return encode_rate, count / (time.perf_counter() - start)
+
+
+def network(port: int, count: int, concurrency: int, rate: int, seconds: float) -> Any:
+    from twisted.internet import reactor, task
+    from twisted.internet.defer import Deferred
+
+    from hostednat.diameter.af import make_admission
+
+    admission = make_admission(_config(port), reactor)
+    outcome: dict[str, Any] = {}
+
+    async def sleep(delay: float) -> None:
+        await task.deferLater(reactor, delay, lambda: None)
+
+    async def throughput() -> None:
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < count:
+                next_index += 1
+                await admission.admit(stream(next_index))
+
+        start = time.perf_counter()
+        cpu = time.process_time()
+        workers = [Deferred.fromCoroutine(worker()) for _ in range(concurrency)]
+        for running in workers:
+            await running
+        wall = time.perf_counter() - start
+        outcome["throughput"] = count / wall
+        outcome["client_cpu"] = (time.process_time() - cpu) / wall
+
+    async def latency() -> None:
+        samples: list[float] = []
+        pending: list[Deferred[Any]] = []
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        for index in range(total):
+            due = start + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await sleep(delay)
+            sent = time.perf_counter()
+            waiting = admission.admit(stream(count + index + 1))
+            waiting.addCallback(
+                lambda _, sent=sent: samples.append(time.perf_counter() - sent)
+            )
+            pending.append(waiting)
+        for waiting in pending:
+            await waiting
+        samples.sort()
+        outcome["achieved_rate"] = total / (time.perf_counter() - start)
+        outcome["p50"] = statistics.median(samples)
+        outcome["p99"] = samples[int(len(samples) * 0.99) - 1]
+
+    async def main() -> None:
+        while not admission.link.available:
+            await sleep(0.05)
+        await throughput()
+        await latency()
+        await admission.stop()
+        await sleep(0.2)
+
+    done = Deferred.fromCoroutine(main())
+    done.addErrback(lambda failure: outcome.setdefault("error", failure))
+    done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return outcome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    options = parser.parse_args()
+    if options.serve:
+        serve()
+        return
+
+    print(f"python-diameter AaRequest encode+decode: {library_loop(5000):8.0f} /s")
+    encode, decode = codec_loop(20000)
+    print(f"hostednat AAR encode:                    {encode:8.0f} /s")
+    print(f"hostednat AAR decode:                    {decode:8.0f} /s")
+
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline().split()[1])
+        outcome = network(
+            port, options.count, options.concurrency, options.rate, options.seconds
+        )
+    finally:
+        child.terminate()
+        child.wait()
+    if "error" in outcome:
+        print(outcome["error"])
+        sys.exit(1)
+    print(
+        f"AAR/AAA round trips (admit, {options.concurrency} in flight): "
+        f"{outcome['throughput']:8.0f} /s "
+        f"(client process busy {outcome['client_cpu']:.0%} of the time)"
+    )
+    print(
+        f"AAR latency at {options.rate}/s (achieved {outcome['achieved_rate']:.0f}/s):"
+        f" p50 {outcome['p50'] * 1000:.2f} ms, p99 {outcome['p99'] * 1000:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
