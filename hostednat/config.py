@@ -13,10 +13,13 @@ import ipaddress
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
+
+if TYPE_CHECKING:
+    from hostednat.diameter.config import RacsConfig
 
 T = TypeVar("T")
 
@@ -89,13 +92,13 @@ class NatConfig:
 
 @attrs.frozen
 class Config:
-    """The whole file; ``racs`` stays raw for the admission module to read."""
+    """The whole file; ``racs`` is set when RACS admission is configured."""
 
     rtsp: RtspConfig = RtspConfig()
     nat: NatConfig = NatConfig()
     routes: tuple[Route, ...] = ()
     forward_allow: tuple[str, ...] = ()
-    racs: Mapping[str, Any] | None = None
+    racs: RacsConfig | None = None
     source: str = "<defaults>"
 
 
@@ -125,8 +128,7 @@ def parse(data: Mapping[str, Any], where: str = "<config>") -> Config:
     _expect(isinstance(forward, Mapping), where, "forward", "must be a table")
     _reject_unknown(forward, {"allow"}, "forward", where)
     allow = _check(forward.get("allow", []), _host_list, where, "forward.allow")
-    racs = data.get("racs")
-    _expect(racs is None or isinstance(racs, Mapping), where, "racs", "must be a table")
+    racs = _racs(data.get("racs"), where)
 
     if rtsp.mode == "reverse" and not routes:
         raise ConfigError(where, "routes", "reverse mode needs at least one route")
@@ -251,6 +253,15 @@ def _section(
         for key, value in table.items()
     }
     return cls(**values)
+
+
+def _racs(value: Any, where: str) -> RacsConfig | None:
+    if value is None:
+        return None
+    _expect(isinstance(value, Mapping), where, "racs", "must be a table")
+    from hostednat.diameter.config import RacsConfig
+
+    return RacsConfig.from_mapping(value, where)
 
 
 def _routes(value: Any, where: str) -> tuple[Route, ...]:

@@ -10,11 +10,13 @@ from twisted.logger import LogLevel, globalLogPublisher
 
 
 @pytest.fixture(autouse=True)
-def fail_on_logged_errors() -> Iterator[None]:
-    """Fail any test during which Twisted logged an error or a failure.
+def fail_on_logged_errors() -> Iterator[list[dict[str, Any]]]:
+    """Fail a test that logged an error, unless it emptied the list itself.
 
     Unhandled errors in Deferreds and ``log.failure`` calls would otherwise
-    pass silently; a test that expects one clears ``errors`` itself.
+    pass silently.  The list of logged error events is handed to the test:
+    one that kills a peer on purpose checks its ``diameter.peer.down`` events
+    and removes them.
     """
     errors: list[dict[str, Any]] = []
 
@@ -25,7 +27,7 @@ def fail_on_logged_errors() -> Iterator[None]:
 
     globalLogPublisher.addObserver(observe)
     try:
-        yield
+        yield errors
     finally:
         globalLogPublisher.removeObserver(observe)
     if errors:

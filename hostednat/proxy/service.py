@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -24,6 +24,9 @@ from hostednat.proxy.admission import AdmissionHook, AdmitAll
 from hostednat.proxy.protocol import ProxyFactory
 from hostednat.proxy.routing import Router
 from hostednat.proxy.session import SessionTable
+
+if TYPE_CHECKING:
+    from hostednat.diameter.af import GqAdmission
 
 
 class LatchLog:
@@ -75,8 +78,10 @@ class ProxyService(Service):
         factory: ProxyFactory,
         listen: tuple[str, ...],
         bindings: BindingTable,
+        racs: GqAdmission | None = None,
     ) -> None:
         self._reactor = reactor
+        self._racs = racs
         self.factory = factory
         self._listen = listen
         self._bindings = bindings
@@ -116,6 +121,8 @@ class ProxyService(Service):
             connection.transport.loseConnection()  # type: ignore[union-attr]
         self.factory.sessions.close()
         stopping.append(self._bindings.close())
+        if self._racs is not None:
+            stopping.append(self._racs.stop())
         return DeferredList(stopping, consumeErrors=True)
 
 
@@ -129,6 +136,11 @@ def build_service(
     """Build the hostednat service tree for ``config``."""
     rtsp = config.rtsp
     bindings = bindings if bindings is not None else make_binding_table(config, reactor)
+    racs = None
+    if admission is None and config.racs is not None:
+        from hostednat.diameter.af import make_admission
+
+        admission = racs = make_admission(config.racs, reactor)
     admission = admission if admission is not None else AdmitAll()
     sessions = SessionTable(
         reactor,
@@ -142,6 +154,6 @@ def build_service(
         reactor, rtsp, config.nat, router, bindings, sessions, admission
     )
     top = MultiService()
-    proxy = ProxyService(reactor, factory, rtsp.listen, bindings)
+    proxy = ProxyService(reactor, factory, rtsp.listen, bindings, racs)
     proxy.setServiceParent(top)  # type: ignore[no-untyped-call]
     return top
