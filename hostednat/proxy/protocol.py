@@ -79,6 +79,10 @@ AnswerHook = Callable[[Response], None]
 
 _URL_HEADERS = ("Content-Base", "Content-Location", "Location")
 
+_PROXY_CSEQ = 2**31 - 1
+"""CSeq of the TEARDOWN the proxy sends on its own before hanging up; the
+highest value RTSP 2.0 allows (RFC 7826 18.20), far from the box's own."""
+
 
 @attrs.define(eq=False)
 class Slot:
@@ -190,9 +194,22 @@ class BoxConnection(Protocol):
         self._close_after_flush()
 
     def session_aborted(self, session: RtspSession, cause: str) -> None:
+        """End ``session`` towards the server, then hang up both sides.
+
+        Decision D13: an RTSP 1.0 box learns of it from the closed
+        connection; the server gets a TEARDOWN first so that it stops
+        sending at once rather than at its session timeout.
+        """
         for key, known in list(self._sessions.items()):
             if known is session:
                 del self._sessions[key]
+        url = next(iter(self._sdp), None) or next(iter(session.streams), None)
+        if self.upstream is not None and session.session_id and url:
+            teardown = Request("TEARDOWN", url, "RTSP/1.0", Headers())
+            teardown.headers.add("CSeq", str(_PROXY_CSEQ))
+            teardown.headers.add("Session", session.session_id)
+            teardown.headers.add("Via", format_via("RTSP/1.0", self._via))
+            self.upstream.transport.write(teardown.serialize())  # type: ignore[union-attr]
         self._close_after_flush()
         if self.upstream is not None:
             self.upstream.transport.loseConnection()  # type: ignore[union-attr]

@@ -181,9 +181,10 @@ class SessionTable:
         self._by_key.pop(session.key, None)
         if session.session_id is not None:
             self._by_id.pop(session.session_id, None)
-        for binding in list(session.bindings()):
-            self.release(binding, cause)
-        session.streams.clear()
+        for stream in session.streams.values():
+            if stream.binding is not None:
+                self.release(stream.binding, cause)
+                stream.binding = None
         self.log.info(
             "session {session} ended: {cause}",
             hostednat_event=events.SESSION_ENDED,

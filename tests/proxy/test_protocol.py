@@ -437,8 +437,8 @@ def test_proxy_require_answers_551() -> None:
     assert reply.status == 551 and reply.headers.get("Unsupported") == "x-magic"
 
 
-def test_policy_termination_drops_session_and_connections() -> None:
-    """The admission hook ending a session releases it and hangs up."""
+def test_policy_termination_tears_down_and_hangs_up() -> None:
+    """The hook ending a session releases it, tears it down, and hangs up."""
     admission = ScriptedAdmission()
     h = Harness(admission=admission)
     setup_udp(h)
@@ -446,6 +446,9 @@ def test_policy_termination_drops_session_and_connections() -> None:
     assert admission.terminate is not None
     admission.terminate(key, "aborted by policy")
     assert h.bindings.live == {}
+    teardown = one(h.server_sees())
+    assert isinstance(teardown, Request) and teardown.method == "TEARDOWN"
+    assert teardown.headers.get("Session") == "8dz_VIbx"
     assert h.box_transport.disconnecting and h.server_transport.disconnecting
 
 
