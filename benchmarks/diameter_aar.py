@@ -4,22 +4,33 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/diameter_aar.py [--count 20000]
         [--concurrency 200] [--rate 1000] [--seconds 5]
+        [--client-cpu 0] [--server-cpu 1]
 
-The simulator runs in a child process (its own core); the AF client runs
-in this one, on one core.  Reported, in one run:
+The simulator runs in a child process pinned to ``--server-cpu``; the AF
+client runs in this one, pinned to ``--client-cpu``: one core each.
+Reported, in one run:
 
 1. a plain python-diameter loop: ``AaRequest`` built through the library's
    attribute API with the same AVPs, ``as_bytes()``, ``Message.from_bytes``;
 2. hostednat's codec alone: encoding the AAR and decoding it;
 3. throughput: ``GqAdmission.admit`` (AAR, AAA, result check) with
-   ``--concurrency`` requests in flight, ``--count`` in total;
+   ``--concurrency`` requests in flight, ``--count`` in total, with the
+   share of the wall time each process spent on its CPU
+   (``/proc/PID/schedstat``) and the share of each CPU that went to
+   anything else (``/proc/stat``): other work on the machine;
 4. latency: ``--rate`` admissions per second for ``--seconds``, p50 and p99
    of the AAR round trip.
+
+Every stream has its own box address and port, as boxes behind different
+gateways would, so the encoder's caches of Binding-Information and
+Globally-Unique-Address do not flatter the result.  The load average is
+printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -31,8 +42,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 
-def serve() -> None:
+def serve(cpu: int) -> None:
     """Child process: the simulator on 127.0.0.1, port printed on stdout."""
+    os.sched_setaffinity(0, {cpu})
     from twisted.internet import reactor
 
     from hostednat.diameter.simulator.config import SimulatorConfig
@@ -53,10 +65,13 @@ def stream(number: int) -> Any:
     from hostednat.nat.binding import PortPair
     from hostednat.proxy.admission import StreamDescription
 
+    # 250 boxes in the documentation range, each on 1000 port pairs.
+    host = f"203.0.113.{number % 250 + 1}"
+    port = 5000 + 2 * (number // 250 % 1000)
     return StreamDescription(
         f"s{number}",
-        "203.0.113.7",
-        PortPair(5000, 5001),
+        host,
+        PortPair(port, port + 1),
         "UDP",
         "rtsp://198.51.100.80/live/trackID=1",
         MEDIA,
@@ -145,7 +160,52 @@ def codec_loop(count: int) -> tuple[float, float]:
     return encode_rate, count / (time.perf_counter() - start)
 
 
-def network(port: int, count: int, concurrency: int, rate: int, seconds: float) -> Any:
+def _cpu_seconds(pid: int) -> float:
+    """Time ``pid`` has spent on a CPU (schedstat, nanosecond resolution)."""
+    text = Path(f"/proc/{pid}/schedstat").read_text()
+    return int(text.split()[0]) / 1e9
+
+
+def _cpu_ticks(cpu: int) -> list[int]:
+    """The /proc/stat tick counters of ``cpu``."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            return [int(field) for field in line.split()[1:8]]
+    return [0] * 7
+
+
+class CpuShares:
+    """CPU used by the two processes, and by everything else on their CPUs."""
+
+    def __init__(self, pids: dict[str, int], cpus: dict[str, int]) -> None:
+        self.pids = pids
+        self.cpus = cpus
+        self.wall = time.perf_counter()
+        self.used = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        self.ticks = {name: _cpu_ticks(cpu) for name, cpu in cpus.items()}
+
+    def shares(self) -> dict[str, float]:
+        """``<name>_busy`` and ``<name>_cpu_other`` as fractions of the wall."""
+        wall = time.perf_counter() - self.wall
+        found = {}
+        for name, pid in self.pids.items():
+            own = (_cpu_seconds(pid) - self.used[name]) / wall
+            now = _cpu_ticks(self.cpus[name])
+            deltas = [b - a for a, b in zip(self.ticks[name], now, strict=True)]
+            busy = 1.0 - (deltas[3] + deltas[4]) / (sum(deltas) or 1)
+            found[f"{name}_busy"] = own
+            found[f"{name}_cpu_other"] = max(0.0, busy - own)
+        return found
+
+
+def network(
+    port: int,
+    count: int,
+    concurrency: int,
+    rate: int,
+    seconds: float,
+    shares: Any,
+) -> Any:
     from twisted.internet import reactor, task
     from twisted.internet.defer import Deferred
 
@@ -167,13 +227,13 @@ def network(port: int, count: int, concurrency: int, rate: int, seconds: float) 
                 await admission.admit(stream(next_index))
 
         start = time.perf_counter()
-        cpu = time.process_time()
+        probe = shares()
         workers = [Deferred.fromCoroutine(worker()) for _ in range(concurrency)]
         for running in workers:
             await running
         wall = time.perf_counter() - start
         outcome["throughput"] = count / wall
-        outcome["client_cpu"] = (time.process_time() - cpu) / wall
+        outcome.update(probe.shares())
 
     async def latency() -> None:
         samples: list[float] = []
@@ -215,29 +275,47 @@ def network(port: int, count: int, concurrency: int, rate: int, seconds: float) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--client-cpu", type=int, default=0)
+    parser.add_argument("--server-cpu", type=int, default=1)
     options = parser.parse_args()
-    if options.serve:
-        serve()
+    if options.serve is not None:
+        serve(options.serve)
         return
 
+    os.sched_setaffinity(0, {options.client_cpu})
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"python-diameter AaRequest encode+decode: {library_loop(5000):8.0f} /s")
     encode, decode = codec_loop(20000)
     print(f"hostednat AAR encode:                    {encode:8.0f} /s")
     print(f"hostednat AAR decode:                    {decode:8.0f} /s")
 
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--serve", str(options.server_cpu)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout is not None
         port = int(child.stdout.readline().split()[1])
+
+        def shares() -> CpuShares:
+            return CpuShares(
+                {"client": os.getpid(), "server": child.pid},
+                {"client": options.client_cpu, "server": options.server_cpu},
+            )
+
         outcome = network(
-            port, options.count, options.concurrency, options.rate, options.seconds
+            port,
+            options.count,
+            options.concurrency,
+            options.rate,
+            options.seconds,
+            shares,
         )
     finally:
         child.terminate()
@@ -247,13 +325,18 @@ def main() -> None:
         sys.exit(1)
     print(
         f"AAR/AAA round trips (admit, {options.concurrency} in flight): "
-        f"{outcome['throughput']:8.0f} /s "
-        f"(client process busy {outcome['client_cpu']:.0%} of the time)"
+        f"{outcome['throughput']:8.0f} /s"
     )
+    for name in ("client", "server"):
+        print(
+            f"  {name} process busy {outcome[f'{name}_busy']:.0%} of the time;"
+            f" other work on its CPU {outcome[f'{name}_cpu_other']:.0%}"
+        )
     print(
         f"AAR latency at {options.rate}/s (achieved {outcome['achieved_rate']:.0f}/s):"
         f" p50 {outcome['p50'] * 1000:.2f} ms, p99 {outcome['p99'] * 1000:.2f} ms"
     )
+    print("load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -296,15 +296,26 @@ class GqAdmission:
         self._sessions.pop(session.key, None)
         self._by_session_id.pop(session.session_id, None)
 
-    def initial_request(self, session_id: str, stream: StreamDescription) -> bytes:
-        """The encoded AAR for ``stream`` (public for tests and benchmarks)."""
+    def initial_request(
+        self,
+        session_id: str,
+        stream: StreamDescription,
+        component: MediaComponent | None = None,
+    ) -> bytes:
+        """The encoded AAR for ``stream`` (public for tests and benchmarks).
+
+        :param component: its Media-Component-Description, when the caller
+            already has it from :func:`media_component`.
+        """
         config = self.config
         assert stream.box_ports is not None
+        if component is None:
+            component = media_component(stream, config)
         access = TransportAddress(stream.box_address, stream.box_ports.rtp)
         gq = config.application_id == APPLICATION_GQ
         request = AaRequest(
             session_id=session_id,
-            components=(media_component(stream, config),),
+            components=(component,),
             subscriber=stream.box_address,
             address_realm=(
                 config.address_realm.encode() if config.address_realm else None
@@ -331,7 +342,8 @@ class GqAdmission:
         session = self._session(stream.session_key)
         await session.lock.acquire()
         try:
-            data = self.initial_request(session.session_id, stream)
+            component = media_component(stream, self.config)
+            data = self.initial_request(session.session_id, stream, component)
             try:
                 _, answer = await self.link.request(data, self.config.request_timeout)
                 check(messages.result_of(answer.avps))
@@ -339,7 +351,7 @@ class GqAdmission:
                 return self._refused(session, stream, failure)
             session.established = True
             access, core = _output_pair(answer.avps)
-            number = media_component(stream, self.config).number
+            number = component.number
             has_rtcp = (
                 stream.box_ports is not None and stream.box_ports.rtcp is not None
             )

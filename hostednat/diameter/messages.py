@@ -146,7 +146,7 @@ def answer(
     """
     avps: list[Any] = []
     if session_id is not None:
-        avps.append(new_avp(AvpCode.SESSION_ID, 0, session_id))
+        avps.append(new_avp(AvpCode.SESSION_ID, 0, session_id, cache=False))
     avps.append(new_avp(AvpCode.RESULT_CODE, 0, result_code))
     avps += _origin(identity)
     if request.command_code == Command.DEVICE_WATCHDOG:
@@ -301,6 +301,11 @@ def _sub_component(sub: MediaSubComponent) -> Any:
 
 
 def _component(component: MediaComponent) -> Any:
+    key = (AvpCode3gpp.MEDIA_COMPONENT_DESCRIPTION, component)
+    return codec.shared_avp(key, lambda: _build_component(component))
+
+
+def _build_component(component: MediaComponent) -> Any:
     avps = [new_avp(AvpCode3gpp.MEDIA_COMPONENT_NUMBER, VENDOR_3GPP, component.number)]
     avps += [_sub_component(s) for s in component.sub_components]
     optional = (
@@ -349,6 +354,16 @@ def binding_information(
     binding_output: Sequence[TransportAddress] = (),
 ) -> Any:
     """Binding-Information (TS 183 017 7.3.1)."""
+    key = (AvpCodeEtsi.BINDING_INFORMATION, tuple(binding_input), tuple(binding_output))
+    return codec.shared_avp(
+        key, lambda: _build_binding_information(binding_input, binding_output)
+    )
+
+
+def _build_binding_information(
+    binding_input: Sequence[TransportAddress],
+    binding_output: Sequence[TransportAddress],
+) -> Any:
     avps = [_address_list(AvpCodeEtsi.BINDING_INPUT_LIST, binding_input)]
     if binding_output:
         avps.append(_address_list(AvpCodeEtsi.BINDING_OUTPUT_LIST, binding_output))
@@ -359,7 +374,7 @@ def _routing(
     identity: Identity, session_id: str, realm: str, host: str | None
 ) -> list[Any]:
     avps = [
-        new_avp(AvpCode.SESSION_ID, 0, session_id),
+        new_avp(AvpCode.SESSION_ID, 0, session_id, cache=False),
         new_avp(AvpCode.AUTH_APPLICATION_ID, 0, identity.application_id),
     ]
     avps += _origin(identity)
@@ -385,6 +400,7 @@ def aa_request(
                 AvpCode3gpp.AF_CHARGING_IDENTIFIER,
                 VENDOR_3GPP,
                 request.af_charging_identifier,
+                cache=False,
             )
         )
     avps += [
@@ -417,12 +433,7 @@ def _etsi_avps(request: AaRequest) -> list[Any]:
             )
         )
     if request.subscriber is not None:
-        members = [_address_avp(request.subscriber)]
-        if request.address_realm is not None:
-            members.append(
-                new_avp(AvpCodeEtsi.ADDRESS_REALM, VENDOR_ETSI, request.address_realm)
-            )
-        avps.append(new_avp(AvpCodeEtsi.GLOBALLY_UNIQUE_ADDRESS, VENDOR_ETSI, members))
+        avps.append(_unique_address(request.subscriber, request.address_realm))
     if request.service_class is not None:
         avps.append(
             new_avp(AvpCodeEtsi.SERVICE_CLASS, VENDOR_ETSI, request.service_class)
@@ -432,6 +443,17 @@ def _etsi_avps(request: AaRequest) -> list[Any]:
         for p in request.authorization_package_ids
     ]
     return avps
+
+
+def _unique_address(subscriber: str, realm: bytes | None) -> Any:
+    def build() -> Any:
+        members = [_address_avp(subscriber)]
+        if realm is not None:
+            members.append(new_avp(AvpCodeEtsi.ADDRESS_REALM, VENDOR_ETSI, realm))
+        return new_avp(AvpCodeEtsi.GLOBALLY_UNIQUE_ADDRESS, VENDOR_ETSI, members)
+
+    key = (AvpCodeEtsi.GLOBALLY_UNIQUE_ADDRESS, subscriber, realm)
+    return codec.shared_avp(key, build)
 
 
 def session_termination_request(
@@ -497,7 +519,7 @@ def aa_answer(
 ) -> bytes:
     """AAA (TS 183 017 7.1.2), sent by the SPDF simulator."""
     avps = [
-        new_avp(AvpCode.SESSION_ID, 0, session_id),
+        new_avp(AvpCode.SESSION_ID, 0, session_id, cache=False),
         new_avp(AvpCode.AUTH_APPLICATION_ID, 0, identity.application_id),
     ]
     avps += _origin(identity)
@@ -589,6 +611,25 @@ def media_components(avps: Sequence[Any]) -> tuple[MediaComponent, ...]:
             )
         )
     return tuple(found)
+
+
+def requested_downlink(avps: Sequence[Any]) -> dict[int, int]:
+    """Max-Requested-Bandwidth-DL by Media-Component-Number, of an AAR.
+
+    Reads only those two members of each Media-Component-Description, for
+    an SPDF's budget check; components without a downlink figure are left
+    out.  :func:`media_components` decodes the whole description.
+    """
+    requested: dict[int, int] = {}
+    for group in codec.find_all(
+        avps, AvpCode3gpp.MEDIA_COMPONENT_DESCRIPTION, VENDOR_3GPP
+    ):
+        members = codec.children(group)
+        downlink = _int(members, AvpCode3gpp.MAX_REQUESTED_BANDWIDTH_DL)
+        if downlink is not None:
+            number = _int(members, AvpCode3gpp.MEDIA_COMPONENT_NUMBER) or 0
+            requested[number] = downlink
+    return requested
 
 
 def subscriber_address(avps: Sequence[Any]) -> str | None:

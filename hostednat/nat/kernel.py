@@ -20,14 +20,23 @@ connection.  A map element lasts exactly as long as the binding, costs one
 element per direction and survives conntrack churn: the kernel recreates the
 NATed entry from it whenever a new one is needed.
 
+:class:`KernelBindingTable` is the :class:`~hostednat.nat.binding.BindingTable`
+for ``[nat] backend = "kernel"``: it is the userspace table (its sockets
+still receive the box's punches, its guards still latch) whose latches also
+go into the kernel, after which no media packet of the leg reaches Python.
+Counters are read from the kernel every couple of seconds; a read that shows
+box packets also tells the leg's guard that the latched endpoint is alive.
+
 Reconciliation.  The table is hostednat's alone.  At start the worker lists
 the map elements a previous run left (after SIGKILL, say), deletes the
 table, deletes those elements' conntrack entries by exact tuple (derived
 from the elements: no conntrack dump), and creates the table anew.  At a
 clean stop it deletes the table.
 
-Not supported: IPv6, conntrack zones, and sharing the table with another
-process (it is deleted at start).
+Not supported: IPv6, conntrack zones, sharing the table with another
+process (it is deleted at start), and a counter that survives a failed
+read: per-packet counting costs about 8% of the forwarding rate (see
+``benchmarks/kernel_bindings.py``).
 """
 
 from __future__ import annotations
@@ -667,7 +676,7 @@ class KernelBindingTable(UserspaceBindingTable):
         self._nat = nat
         self._counter_interval = counter_interval
         self._flows: dict[tuple[Binding, Leg], LegFlow] = {}
-        self._pending: dict[tuple[Binding, Leg], Deferred[None]] = {}
+        self._explicit: list[Deferred[None]] | None = None
         self._kernel_counts: dict[tuple[Binding, Leg], FlowCounts] = {}
         self._kernel_retired = BindingCounters()
         self._removing: set[Binding] = set()
@@ -698,16 +707,29 @@ class KernelBindingTable(UserspaceBindingTable):
         return _all([recorded, *(self._sync(binding, leg) for leg in legs)])
 
     def latch(self, binding: Binding, leg: Leg, source: Endpoint) -> Deferred[None]:
-        """Latch ``leg`` to ``source``; fires once the kernel has it."""
-        latched = super().latch(binding, leg, source)
-        pending = self._pending.get((binding, leg))
-        return latched if pending is None else _all([latched, pending])
+        """Latch ``leg`` to ``source``; fires once the kernel has it.
+
+        :raises KernelNatError: (in the Deferred) the kernel refused the leg,
+            which stays with the userspace relay.
+        """
+        self._explicit = []
+        try:
+            latched = super().latch(binding, leg, source)
+            synced = self._explicit
+        finally:
+            self._explicit = None
+        return _all([latched, *synced])
 
     def _record_latch(self, leg_state: Any, source: Endpoint) -> None:
         # The userspace table calls this for every latch, from its guard or
-        # from latch(): the kernel follows.
+        # from latch(): the kernel follows.  A guard's latch has nobody to
+        # report to; the failure is logged where it happens.
         super()._record_latch(leg_state, source)
-        self._sync(leg_state.binding, leg_state.leg).addErrback(lambda _: None)
+        synced = self._sync(leg_state.binding, leg_state.leg)
+        if self._explicit is not None:
+            self._explicit.append(synced)
+        else:
+            synced.addErrback(lambda _: None)
 
     def _sync(self, binding: Binding, leg: Leg) -> Deferred[None]:
         """Bring the kernel in line with the leg's latched and server ends."""
@@ -749,15 +771,7 @@ class KernelBindingTable(UserspaceBindingTable):
             )
             return failure
 
-        def settled(result: object) -> object:
-            if self._pending.get(key) is changed:
-                del self._pending[key]
-            return result
-
-        changed.addErrback(refused)
-        changed.addBoth(settled)
-        self._pending[key] = changed
-        return changed
+        return changed.addErrback(refused)
 
     def remove(self, binding: Binding) -> Deferred[None]:
         """Take the binding's legs out of the kernel, then release it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -22,15 +23,27 @@ from typing import Any, TypeVar
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from hostednat.nat.binding import Endpoint
-from hostednat.nat.kernel import FlowCounts, KernelNat, Reconciled
+from hostednat.nat.binding import BindingRequest, Endpoint, Leg, PortPair
+from hostednat.nat.kernel import FlowCounts, KernelBindingTable, KernelNat, Reconciled
 from hostednat.nat.nftables import LegFlow, NatTable
-from tests.lab.netns import Topology, open_socket, run_command
+from hostednat.nat.ports import PortPool
+from tests.lab.netns import Topology, open_socket, run_command, run_in_netns
+
+
+def _privileged() -> bool:
+    """Whether this process may make namespaces and change nftables: root
+    with CAP_SYS_ADMIN (21) and CAP_NET_ADMIN (12) in its effective set."""
+    status = Path("/proc/self/status").read_text()
+    effective = next(line for line in status.splitlines() if line.startswith("CapEff:"))
+    capabilities = int(effective.split()[1], 16)
+    return os.geteuid() == 0 and capabilities & (1 << 21 | 1 << 12) == 1 << 21 | 1 << 12
+
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root for network namespaces and nftables"
+    not _privileged(), reason="needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)"
 )
 
 T = TypeVar("T")
@@ -370,3 +383,70 @@ def test_restart_after_sigkill_removes_leftovers(edge: Edge) -> None:
     assert edge.server_to_box(0.3)[0] == 0
     elements = edge.pump.wait(edge.nat.elements())
     assert elements == {"core": [], "access": [], "counters": []}
+
+
+class LabReactor(Clock):
+    """A Clock for time, recording readers, and the edge's pump for threads."""
+
+    def __init__(self, pump: ThreadPump) -> None:
+        super().__init__()
+        self.readers: list[Any] = []
+        self.callFromThread = pump.callFromThread
+
+    def addReader(self, reader: Any) -> None:
+        self.readers.append(reader)
+
+    def removeReader(self, reader: Any) -> None:
+        self.readers.remove(reader)
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    return bool(select.select([sock], [], [], timeout)[0])
+
+
+def test_table_latches_in_userspace_and_forwards_in_the_kernel(edge: Edge) -> None:
+    """The box's punch latches through the access socket's guard; from then
+    on media and RTCP cross the edge without reaching a Python socket."""
+    reactor = LabReactor(edge.pump)
+    table = KernelBindingTable(
+        reactor,
+        edge.nat,
+        access_address=edge.addr["edge_access"],
+        core_address=edge.addr["edge_core"],
+        access_pool=PortPool(32000, 32099),
+        core_pool=PortPool(33000, 33099),
+        latch_window=30.0,
+        relatch_after=10.0,
+    )
+    request = BindingRequest(edge.addr["gateway_wan"], PortPair(BOX_PORT, BOX_PORT + 1))
+    binding = run_in_netns(edge.topology.ns("edge"), lambda: table.allocate(request))
+    server = Endpoint(edge.addr["media"], SERVER_PORT)
+    edge.pump.wait(table.install(binding, server, Endpoint(server.host, 6001)))
+
+    access = (edge.addr["edge_access"], binding.access.rtp)
+    core = (edge.addr["edge_core"], binding.core.rtp)
+    reader, core_reader = [r for r in reactor.readers if r.state.leg is Leg.RTP]
+    edge.box.sendto(b"punch", access)
+    assert _readable(reader.sock, 2.0)
+    reader.doRead()
+    assert binding.latched[Leg.RTP].host == edge.addr["gateway_wan"]
+    assert len(edge.pump.wait(edge.nat.elements())["core"]) == 1
+
+    received, source = _stream(edge.server, core, edge.box, 0.5)
+    assert received > 20
+    assert source == access
+    received, source = _stream(edge.box, access, edge.server, 0.3)
+    assert received > 10
+    assert source == core
+    assert not _readable(reader.sock, 0) and not _readable(core_reader.sock, 0)
+
+    edge.pump.wait(table.refresh_counters())
+    counts = table.counters(binding)
+    assert counts.packets_to_box > 20 and counts.packets_to_server > 10
+    forwarded = table.forwarded_packets()
+    assert forwarded.python == 1  # the punch that latched, relayed to the server
+    kernel = counts.packets_to_box + counts.packets_to_server - forwarded.python
+    assert forwarded.kernel == kernel
+
+    edge.pump.wait(table.remove(binding))
+    assert edge.pump.wait(edge.nat.elements())["core"] == []

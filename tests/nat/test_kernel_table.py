@@ -7,14 +7,15 @@ drives a reader's ``doRead`` itself after sending it a datagram.
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
 from hostednat.nat.binding import (
@@ -127,7 +128,7 @@ def table(
         relatch_after=10.0,
         receive_buffer=1 << 16,
     )
-    made._log = Logger(observer=events.append)
+    made._log = Logger(observer=cast(ILogObserver, events.append))
     made.start()
     yield made
     made.close()
@@ -267,7 +268,7 @@ def test_punch_through_the_guard_installs_the_leg(
         access_reader = next(
             r for r in reactor.readers if r.sock.getsockname()[1] == binding.access.rtp
         )
-        access_reader.sock.setblocking(True)
+        select.select([access_reader.sock], [], [], 2.0)
         access_reader.doRead()
         public = Endpoint(*box.getsockname())
     finally:

@@ -117,11 +117,7 @@ class SpdfPolicy:
         subscriber = messages.subscriber_address(avps)
         if record is not None and subscriber is None:
             subscriber = record.subscriber
-        requested = {
-            c.number: c.bandwidth_dl
-            for c in messages.media_components(avps)
-            if c.bandwidth_dl is not None
-        }
+        requested = messages.requested_downlink(avps)
         result = self._decide(subscriber, record, requested)
         output: tuple[TransportAddress, ...] = ()
         binding_input: tuple[TransportAddress, ...] = ()
@@ -138,8 +134,9 @@ class SpdfPolicy:
             before = record.bandwidth
             record.components.update(requested)
             self._account(record, record.bandwidth - before)
-            binding_input, _ = messages.binding_lists(avps)
-            output = self._allocate(binding_input)
+            if self.config.binding_output is not None:
+                binding_input, _ = messages.binding_lists(avps)
+                output = self._allocate(binding_input)
         self._decided(header, session_id, record, result, subscriber)
         return messages.aa_answer(
             header, self.identity, session_id, result, binding_input, output
