@@ -186,8 +186,10 @@ def _run_protocol(conn: multiprocessing.connection.Connection, sink: int) -> Non
         def datagramReceived(self, datagram: bytes, addr: Any) -> None:
             access.write(datagram, destination)
 
-    core = reactor.listenUDP(0, Relay(), interface=LOOPBACK)  # type: ignore[attr-defined]
-    access = reactor.listenUDP(0, DatagramProtocol(), interface=LOOPBACK)  # type: ignore[attr-defined]
+    # Any: the ports' sockets and write() are outside IListeningPort.
+    listen: Any = reactor.listenUDP  # type: ignore[attr-defined]
+    core = listen(0, Relay(), interface=LOOPBACK)
+    access = listen(0, DatagramProtocol(), interface=LOOPBACK)
     for port in (core, access):
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER_BYTES)

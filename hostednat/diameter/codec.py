@@ -33,11 +33,10 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Final
 
 import attrs
-from diameter.message import Message, MessageHeader, UndefinedMessage
+from diameter.message import Message, MessageHeader
 from diameter.message.avp import Avp, AvpAddress, AvpGrouped
 from diameter.message.avp.avp import get_avp_dictionary_entry
 from diameter.message.avp.errors import AvpDecodeError
-from diameter.message.commands import all_commands
 from diameter.message.packer import ConversionError
 
 from hostednat.diameter import dictionary
@@ -176,28 +175,28 @@ def with_identifiers(
 def decode(data: bytes) -> Any:
     """Decode one framed message into a python-diameter ``Message``.
 
-    The message class is the library's for the command code, as
-    ``Message.from_bytes(data, plain_msg=True)`` would choose it, holding
-    the AVPs of :func:`split_avps`.  Grouped AVPs decode their members when
-    first read.
+    The result is the library's base ``Message`` with its header and the
+    AVPs of :func:`split_avps`; Grouped AVPs decode their members when first
+    read.  (The library's per-command classes add attribute access that
+    hostednat does not use, and decode every AVP of an unknown command at
+    once.)
 
     :raises ValueError: the AVPs do not fit the message.
     """
     try:
         fields = _HEADER.unpack_from(data)
         avps = split_avps(data, HEADER_LENGTH)
-        header = MessageHeader(
-            fields[0] >> 24,
-            fields[0] & 0xFFFFFF,
-            fields[1] >> 24,
-            fields[1] & 0xFFFFFF,
-            *fields[2:],
-        )
-        header.length_header = HEADER_LENGTH
-        message_type = all_commands.get(header.command_code, UndefinedMessage)
-        return message_type(header, avps)
-    except (ConversionError, AvpDecodeError, struct.error) as error:
+    except (AvpDecodeError, struct.error) as error:
         raise ValueError(f"undecodable message: {error}") from None
+    header = MessageHeader(
+        fields[0] >> 24,
+        fields[0] & 0xFFFFFF,
+        fields[1] >> 24,
+        fields[1] & 0xFFFFFF,
+        *fields[2:],
+    )
+    header.length_header = HEADER_LENGTH
+    return Message(header, avps)
 
 
 class AvpFormatError(AvpDecodeError):
@@ -268,28 +267,30 @@ def split_avps(data: bytes, start: int = 0) -> list[Any]:
     end = len(data)
     position = start
     read_header = _AVP_HEADER.unpack_from
+    read_vendor_header = _AVP_VENDOR_HEADER.unpack_from
+    known = _DECODING_TYPES
     while position < end:
         if end - position < 8:
             raise AvpFormatError(f"{end - position} bytes left for an AVP header")
         code, word = read_header(data, position)
         flags = word >> 24
-        length = word & 0xFFFFFF
         if flags & 0x80:
             if end - position < 12:
                 raise AvpFormatError(f"AVP {code} cut in its vendor field")
-            vendor = int.from_bytes(data[position + 8 : position + 12], "big")
+            vendor = read_vendor_header(data, position)[2]
             payload_start = position + 12
         else:
             vendor = 0
             payload_start = position + 8
+        length = word & 0xFFFFFF
         payload_end = position + length
         following = position + ((length + 3) & ~3)
         if payload_end < payload_start or following > end:
             raise AvpFormatError(f"AVP {code} with AVP Length {length}")
-        type_class, name = _decoding_type(code, vendor)
-        avp = type_class(code, vendor, data[payload_start:payload_end], flags)
-        if name is not None:
-            avp.name = name
+        entry = known.get((code, vendor)) or _decoding_type(code, vendor)
+        avp = entry[0](code, vendor, data[payload_start:payload_end], flags)
+        if entry[1] is not None:
+            avp.name = entry[1]
         avps.append(avp)
         position = following
     return avps
@@ -301,6 +302,11 @@ _AVP_TYPES: dict[tuple[int, int], tuple[Any, str, int]] = {}
 # origins, realms, enumerations and addresses repeat in every request.
 _LEAVES: dict[tuple[int, int, type, Any], Any] = {}
 _LEAF_CACHE_SIZE: Final = 4096
+
+# The wire form of every AVP held in _LEAVES or _GROUPS, by id().  Each
+# entry keeps its AVP alive, so the id cannot be reused by another object
+# while the entry exists, and packed() also checks identity.
+_WIRE: dict[int, tuple[Any, bytes]] = {}
 
 
 def _avp_type(code: int, vendor: int) -> tuple[Any, str, int]:
@@ -368,15 +374,26 @@ def shared_avp(key: Hashable, build: Callable[[], Any]) -> Any:
 def _remember(cache: dict[Any, Any], key: Any, avp: Any) -> None:
     if len(cache) >= _LEAF_CACHE_SIZE:
         cache.clear()
+    if len(_WIRE) >= 2 * _LEAF_CACHE_SIZE:
+        _WIRE.clear()
     cache[key] = avp
+    _WIRE[id(avp)] = (avp, _pack(avp))
 
 
 def packed(avp: Any) -> bytes:
     """The wire form of one AVP (RFC 6733 4.1): header, payload, padding.
 
     Equivalent to the library's ``Avp.as_bytes`` with one ``struct`` call
-    instead of a ``Packer`` per field.
+    instead of a ``Packer`` per field; shared AVPs from :func:`new_avp` and
+    :func:`shared_avp` are encoded once.
     """
+    known = _WIRE.get(id(avp))
+    if known is not None and known[0] is avp:
+        return known[1]
+    return _pack(avp)
+
+
+def _pack(avp: Any) -> bytes:
     payload: bytes = avp.payload
     size = len(payload)
     padding = _PADDING[size & 3]

@@ -338,11 +338,15 @@ def _transport_address(address: TransportAddress) -> Any:
     code = AvpCodeEtsi.V4_TRANSPORT_ADDRESS
     if ":" in address.host:
         code = AvpCodeEtsi.V6_TRANSPORT_ADDRESS
-    members = [
-        _address_avp(address.host),
-        new_avp(AvpCodeEtsi.PORT_NUMBER, VENDOR_ETSI, address.port),
-    ]
-    return new_avp(code, VENDOR_ETSI, members)
+
+    def build() -> Any:
+        members = [
+            _address_avp(address.host),
+            new_avp(AvpCodeEtsi.PORT_NUMBER, VENDOR_ETSI, address.port),
+        ]
+        return new_avp(code, VENDOR_ETSI, members)
+
+    return codec.shared_avp((code, address), build)
 
 
 def _address_list(code: int, addresses: Sequence[TransportAddress]) -> Any:

@@ -104,6 +104,11 @@ class PeerProtocol(Protocol):
         self.name = name
 
     def connectionMade(self) -> None:
+        # Requests and answers are small and each one is waited for: Nagle's
+        # algorithm would hold one back until the previous is acknowledged.
+        transport = _transport(self)
+        if hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)
         self.driver.connection_made(self)
 
     def dataReceived(self, data: bytes) -> None:

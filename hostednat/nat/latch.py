@@ -19,9 +19,10 @@ Rules (hosted-NAT reference 7.2):
 - any datagram latches, whatever its payload (reference 6.10: ffmpeg sends
   an RTP header and an empty RTCP RR, GStreamer 200 random bytes, live555
   four bytes), so the guard never sees payloads;
-- outside a window, a different port of the same IP relatches only once the
-  latched source has been silent for ``relatch_after`` seconds: a NAT
-  rebinding rather than a second sender (rule 3b);
+- outside a window, a different port of the latched IP relatches only once
+  the latched source has been silent for ``relatch_after`` seconds: a NAT
+  rebinding rather than a second sender (rule 3b); a change of IP needs a
+  window, that is the proxy's say-so;
 - RTP and RTCP each have their own guard, since a NAPT may map the two box
   ports to unrelated public ports (rule 4).
 
@@ -149,7 +150,11 @@ class LatchGuard:
             return LatchDecision.RELATCHED
 
         # Rule 3b: same IP, new port, and the old mapping has gone quiet.
-        if latched is not None and now - self._last_seen >= self.relatch_after:
+        if (
+            latched is not None
+            and source.host == latched.host
+            and now - self._last_seen >= self.relatch_after
+        ):
             self.latch(source, now)
             return LatchDecision.RELATCHED
 

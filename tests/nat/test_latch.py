@@ -153,7 +153,15 @@ SCENARIOS: dict[str, tuple[list[tuple[Any, ...]], Endpoint | None]] = {
             ("latch", 100.0, FOREIGN),
             ("offer", 100.5, FOREIGN, ACCEPTED),
             ("offer", 101.0, BOX, DROPPED_WINDOW),
-            ("offer", 111.0, BOX, RELATCHED),
+        ],
+        FOREIGN,
+    ),
+    "silence never moves the latch to another IP, even the box's": (
+        [
+            ("latch", 100.0, FOREIGN),
+            ("offer", 500.0, BOX, DROPPED_WINDOW),
+            ("open", 600.0),
+            ("offer", 600.5, BOX, RELATCHED),
         ],
         BOX,
     ),

@@ -58,6 +58,7 @@ def twisted_test(test: _F) -> _F:
 
 
 def _installed_reactor() -> Any:
+    """The reactor pytest-twisted installed and runs."""
     from twisted.internet import reactor
 
     return reactor
@@ -71,12 +72,15 @@ class ClockedReactor:
         self._reactor = _installed_reactor()
 
     def addReader(self, reader: IReadDescriptor) -> None:
+        """Watch ``reader`` on the real reactor."""
         self._reactor.addReader(reader)
 
     def removeReader(self, reader: IReadDescriptor) -> None:
+        """Stop watching ``reader``."""
         self._reactor.removeReader(reader)
 
     def seconds(self) -> float:
+        """The clock's time."""
         return self.clock.seconds()
 
 
@@ -87,6 +91,7 @@ class RecordingObserver:
         self.latches: list[tuple[Binding, Leg, Endpoint]] = []
 
     def binding_latched(self, binding: Binding, leg: Leg, source: Endpoint) -> None:
+        """Record the latch."""
         self.latches.append((binding, leg, source))
 
 
@@ -94,6 +99,7 @@ class FirstFree(random.Random):
     """Always draws the first free slot, to make retries predictable."""
 
     def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
+        """The first index, always."""
         return 0
 
 
@@ -104,6 +110,7 @@ class Sockets:
         self._open: list[socket.socket] = []
 
     def udp(self, host: str = LOOPBACK, port: int = 0) -> socket.socket:
+        """A non-blocking UDP socket bound to ``host``:``port``."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._open.append(sock)
         sock.bind((host, port))
@@ -111,12 +118,14 @@ class Sockets:
         return sock
 
     def close(self) -> None:
+        """Close every socket made."""
         for sock in self._open:
             sock.close()
 
 
 @pytest.fixture
 def sockets() -> Iterator[Sockets]:
+    """Sockets for the test's server, box and intruder."""
     made = Sockets()
     yield made
     made.close()
@@ -124,11 +133,13 @@ def sockets() -> Iterator[Sockets]:
 
 @pytest.fixture
 def observer() -> RecordingObserver:
+    """The observer the ``table`` fixture reports to."""
     return RecordingObserver()
 
 
 @pytest.fixture
 def clock() -> Clock:
+    """The time the ``table`` fixture sees."""
     return Clock()
 
 
@@ -138,6 +149,7 @@ def make_table(
     access: PortPool | None = None,
     core: PortPool | None = None,
 ) -> UserspaceBindingTable:
+    """A loopback table with a 30 s window and a 10 s relatch delay."""
     return UserspaceBindingTable(
         cast(RelayReactor, reactor),
         access_address=LOOPBACK,
@@ -153,30 +165,36 @@ def make_table(
 
 @pytest.fixture
 def table(observer: RecordingObserver, clock: Clock) -> Iterator[UserspaceBindingTable]:
+    """A table on real sockets whose time is the ``clock`` fixture."""
     made = make_table(ClockedReactor(clock), observer)
     yield made
     made.close()
 
 
 def request(box: str = LOOPBACK, single: bool = False) -> BindingRequest:
+    """A binding request from a box at ``box``."""
     ports = PortPair(5000) if single else PortPair(5000, 5001)
     return BindingRequest(box, ports, session_key="test")
 
 
 def endpoint(sock: socket.socket) -> Endpoint:
+    """Where ``sock`` is bound."""
     host, port = sock.getsockname()
     return Endpoint(host, port)
 
 
 def access(binding: Binding, leg: Leg) -> tuple[str, int]:
+    """The access-side address of ``leg``."""
     return (LOOPBACK, binding.access.port(leg) or 0)
 
 
 def core(binding: Binding, leg: Leg) -> tuple[str, int]:
+    """The core-side address of ``leg``."""
     return (LOOPBACK, binding.core.port(leg) or 0)
 
 
 async def pause() -> None:
+    """Let the reactor run for a moment."""
     await deferLater(_installed_reactor(), 0.002, lambda: None)
 
 
@@ -206,6 +224,7 @@ async def receive(sock: socket.socket) -> tuple[bytes, tuple[str, int]]:
 
 
 def assert_nothing_waiting(sock: socket.socket) -> None:
+    """Fail if a datagram is queued on ``sock``."""
     with pytest.raises(BlockingIOError):
         sock.recvfrom(65535)
 
@@ -213,6 +232,7 @@ def assert_nothing_waiting(sock: socket.socket) -> None:
 def counted(
     table: UserspaceBindingTable, binding: Binding, field: str, value: int
 ) -> Callable[[], bool]:
+    """A condition: ``field`` of the binding's counters equals ``value``."""
     return lambda: getattr(table.counters(binding), field) == value
 
 
