@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hostednat.nat.binding import Endpoint
 from hostednat.proxy.admission import AdmissionRefused
 from hostednat.rtsp.message import Request, Response
@@ -464,3 +466,26 @@ def test_server_teardown_releases_the_session() -> None:
     relayed = one(h.box_sees())
     assert isinstance(relayed, Request) and relayed.method == "TEARDOWN"
     assert h.bindings.live == {}
+
+
+@pytest.mark.xfail(
+    strict=True, reason="one upstream server per box connection (README Limitations)"
+)
+def test_second_upstream_on_one_connection_is_relayed() -> None:
+    """A request for another routed server on the same connection reaches it."""
+    h = Harness(
+        """
+        [rtsp]
+        mode = "forward"
+        [forward]
+        allow = ["203.0.113.10:8554", "203.0.113.20:8554"]
+        """
+    )
+    h.box_sends(request("OPTIONS", SERVER_URL, 1))
+    h.server_sends(answer(200, 1))
+    h.box_sees()
+    h.box_sends(request("OPTIONS", "rtsp://203.0.113.20:8554/other", 2))
+    assert [target.host for target in h.factory.targets] == [
+        "203.0.113.10",
+        "203.0.113.20",
+    ]
