@@ -2,8 +2,7 @@
 
 Each event is a :mod:`twisted.logger` event whose ``hostednat_event`` field
 holds one of these keys; operators alert on the key, never on the rendered
-text.  Levels: debug for binding allocation and release (a session's own
-events report them), info for session, latch and peer lifecycle, warn for
+text.  Levels: info for session, binding and peer lifecycle, warn for
 malformed input from a peer, error for a dependency that is down.  Nothing is
 logged per media packet.
 """
@@ -50,6 +49,29 @@ REFLECTION_BLOCKED: Final = "transport.destination_dropped"
 
 ADMISSION_REFUSED: Final = "admission.refused"
 """The admission hook refused a stream (``status``, ``cause``)."""
+
+BINDING_OBSERVER_FAILED: Final = "binding.observer_failed"
+"""The binding observer raised on a latch (``binding_id``, ``leg``)."""
+
+KERNEL_RECONCILED: Final = "kernel.reconciled"
+"""At start the kernel backend removed what a previous run left behind
+(``table``, ``elements``, ``conntrack_deleted``)."""
+
+KERNEL_BINDING_FAILED: Final = "kernel.binding_failed"
+"""The kernel refused to install, move or remove a leg, or a counter read
+failed (``binding``, ``leg``, ``error``, ``errno``); a leg it refused stays
+with the userspace relay."""
+
+KERNEL_BINDING_REMOVED: Final = "kernel.binding_removed"
+"""A kernel-backend binding was released, with the packets forwarded for it
+by the kernel and by the Python relay (``binding``, ``session``,
+``kernel_to_box``, ``kernel_to_server``, ``python_to_box``,
+``python_to_server``, and ``latch_datagrams``, the box datagrams that
+latched a leg)."""
+
+SERVICE_START_FAILED: Final = "service.start_failed"
+"""The data plane did not start, so nothing listens; twistd stops and exits
+with status 1 (``error``)."""
 
 ALL: Final = frozenset(
     value for name, value in dict(globals()).items() if name.isupper() and name != "ALL"

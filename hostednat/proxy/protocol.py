@@ -167,6 +167,10 @@ class BoxConnection(Protocol):
         self._urls: UrlMap = UrlMap()
         self.upstream: UpstreamConnection | None = None
         self._sessions: dict[str | None, RtspSession] = {}
+        # Sessions the box asked to TEARDOWN whole, answered or not: a
+        # client may hang up without waiting (ffmpeg does), and the session
+        # still ended by its own request, not by a broken link.
+        self._tearing_down: set[RtspSession] = set()
         self._sdp: dict[str, tuple[str, SessionDescription]] = {}
         self.box_address = ""
 
@@ -174,6 +178,7 @@ class BoxConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.box_address = self.transport.getPeer().host  # type: ignore[union-attr]
+        _no_delay(self.transport)
         self.factory.connections.add(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -330,6 +335,8 @@ class BoxConnection(Protocol):
         if method == "SETUP":
             return self._setup(request, slot, session)
         if method == "TEARDOWN" and session is not None:
+            if request.uri not in session.streams or len(session.streams) < 2:
+                self._tearing_down.add(session)
             slot.on_answer = lambda answer: self._torn_down(session, request.uri)
         elif method == "DESCRIBE":
             slot.on_answer = lambda answer: self._described(request.uri, answer)
@@ -412,7 +419,7 @@ class BoxConnection(Protocol):
             )
             self._answer_locally(slot, error.status)
             return None
-        self.log.debug(
+        self.log.info(
             "binding {binding} allocated: access {access} core {core}",
             hostednat_event=events.BINDING_ALLOCATED,
             binding=binding.binding_id,
@@ -524,6 +531,7 @@ class BoxConnection(Protocol):
         for key, known in list(self._sessions.items()):
             if known is session:
                 del self._sessions[key]
+        self._tearing_down.discard(session)
         sessions.end(session, "teardown")
 
     def _described(self, url: str, answer: Response) -> None:
@@ -666,8 +674,10 @@ class BoxConnection(Protocol):
 
     def _end_sessions(self, cause: str) -> None:
         for session in set(self._sessions.values()):
-            self.factory.sessions.end(session, cause)
+            ended = "teardown" if session in self._tearing_down else cause
+            self.factory.sessions.end(session, ended)
         self._sessions.clear()
+        self._tearing_down.clear()
 
     def _server_address(self) -> str:
         if self.upstream is None or self.upstream.transport is None:
@@ -683,6 +693,9 @@ class UpstreamConnection(Protocol):
         self.box = box
         self._parser = RtspParser(config.max_header_bytes, config.max_body_bytes)
         self._failed = False
+
+    def connectionMade(self) -> None:
+        _no_delay(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self._failed:
@@ -729,6 +742,13 @@ def _chosen_spec(answer: Response) -> Any:
     except RtspError:
         return None
     return specs[0] if specs else None
+
+
+def _no_delay(transport: object) -> None:
+    """Send each RTSP message at once: they are small and a peer waits on it."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
 
 
 def _cancel(timer: IDelayedCall | None) -> None:

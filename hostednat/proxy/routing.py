@@ -27,6 +27,9 @@ from hostednat.config import Route
 DEFAULT_RTSP_PORT = 554
 """RFC 2326 3.2: the default port of the rtsp scheme."""
 
+_RESOLVED_CACHE = 4096
+"""Request-URIs whose route is remembered; the cache starts over when full."""
+
 
 class RouteRefused(Exception):
     """The Request-URI names nothing this proxy may reach."""
@@ -84,13 +87,26 @@ class Router:
         self._mode = mode
         self._routes = sorted(routes, key=lambda route: len(route.prefix), reverse=True)
         self._allow = {entry.lower() for entry in allow}
+        self._resolved: dict[str, Target] = {}
 
     def resolve(self, uri: str) -> Target:
         """Return the target for ``uri``.
 
+        Boxes repeat the same few URLs; answers are remembered (a bounded
+        number of them) since they depend only on the configuration.
+
         :raises RouteRefused: 400 for a URI that is not an rtsp URL, 403 for
             one that no route or allow-list entry covers.
         """
+        target = self._resolved.get(uri)
+        if target is None:
+            target = self._resolve(uri)
+            if len(self._resolved) >= _RESOLVED_CACHE:
+                self._resolved.clear()
+            self._resolved[uri] = target
+        return target
+
+    def _resolve(self, uri: str) -> Target:
         if uri == "*":
             if self._mode == "reverse" and len(self._routes) == 1:
                 return self._reverse_target(self._routes[0], "")

@@ -196,7 +196,7 @@ class SessionTable:
 
     def release(self, binding: Binding, cause: str) -> None:
         """Give a binding back to its table."""
-        self.log.debug(
+        self.log.info(
             "binding {binding} released: {cause}",
             hostednat_event=events.BINDING_RELEASED,
             binding=binding.binding_id,

@@ -13,6 +13,8 @@ with several ``ssrc=`` blocks are read with the last block's values.
 
 from __future__ import annotations
 
+import functools
+
 import math
 import re
 from collections.abc import Callable
@@ -62,6 +64,7 @@ def parse_session(value: str) -> tuple[str, float | None]:
     return session_id, timeout
 
 
+@functools.lru_cache(maxsize=64)
 def format_via(version: str, pseudonym: str) -> str:
     """Return the Via entry a proxy adds, e.g. ``RTSP/1.0 hostednat``.
 

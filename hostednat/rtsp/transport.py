@@ -282,8 +282,9 @@ class TransportSpec:
 
     def _find(self, name: str) -> int:
         key = name.lower()
+        size = len(key)
         for index, (present, _) in enumerate(self.params):
-            if present.lower() == key:
+            if len(present) == size and present.lower() == key:
                 return index
         return -1
 
