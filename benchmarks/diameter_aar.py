@@ -19,7 +19,19 @@ Reported, in one run:
    (``/proc/PID/schedstat``) and the share of each CPU that went to
    anything else (``/proc/stat``): other work on the machine;
 4. latency: ``--rate`` admissions per second for ``--seconds``, p50 and p99
-   of the AAR round trip.
+   of the AAR round trip;
+5. sustained: the same at ``--sustain`` per second (5,000 by default), to
+   show whether one core of AF keeps up, with each process's CPU share.
+
+Phases 4 and 5 are open loop: each admission is issued at its scheduled time
+and its latency counts from that time, so a client that falls behind shows
+it.  The closed loop of phase 3 runs in lockstep when few requests are in
+flight: Twisted reads all that is pending before it writes, so each side
+turns a whole batch around while the other waits, and the rate approaches
+1 / (client cost + server cost) rather than the slower side's capacity.
+The per-admission CPU costs printed for each phase give the capacity of one
+core for each side.  Between phases the previous phase's sessions are ended
+with STRs (not timed), so that both ends start each phase alike.
 
 Every stream has its own box address and port, as boxes behind different
 gateways would, so the encoder's caches of Binding-Information and
@@ -203,6 +215,7 @@ def network(
     count: int,
     concurrency: int,
     rate: int,
+    sustain: int,
     seconds: float,
     shares: Any,
 ) -> Any:
@@ -235,34 +248,63 @@ def network(
         outcome["throughput"] = count / wall
         outcome.update(probe.shares())
 
-    async def latency() -> None:
+    async def open_loop(rate: int, first: int, key: str) -> None:
+        # Each admission is issued at its scheduled time (in batches when
+        # the reactor wakes late) and its latency counts from that time, so
+        # a generator or client falling behind shows as latency.
         samples: list[float] = []
         pending: list[Deferred[Any]] = []
         total = int(rate * seconds)
+        probe = shares()
         start = time.perf_counter()
-        for index in range(total):
-            due = start + index / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await sleep(delay)
-            sent = time.perf_counter()
-            waiting = admission.admit(stream(count + index + 1))
-            waiting.addCallback(
-                lambda _, sent=sent: samples.append(time.perf_counter() - sent)
-            )
-            pending.append(waiting)
+        issued = 0
+        while issued < total:
+            now = time.perf_counter()
+            due_count = min(total, int((now - start) * rate) + 1)
+            while issued < due_count:
+                due = start + issued / rate
+                waiting = admission.admit(stream(first + issued))
+                waiting.addCallback(
+                    lambda _, due=due: samples.append(time.perf_counter() - due)
+                )
+                pending.append(waiting)
+                issued += 1
+            next_due = start + issued / rate
+            await sleep(max(0.0, next_due - time.perf_counter()))
         for waiting in pending:
             await waiting
+        wall = time.perf_counter() - start
         samples.sort()
-        outcome["achieved_rate"] = total / (time.perf_counter() - start)
-        outcome["p50"] = statistics.median(samples)
-        outcome["p99"] = samples[int(len(samples) * 0.99) - 1]
+        outcome[key] = {
+            "rate": rate,
+            "achieved": total / wall,
+            "p50": statistics.median(samples),
+            "p99": samples[max(0, int(len(samples) * 0.99) - 1)],
+            "max": samples[-1],
+            **probe.shares(),
+        }
+
+    async def end_sessions(first: int, last: int) -> None:
+        # Untimed: STR for every session of the previous phase, so that
+        # each phase starts with the same state at both ends.
+        for batch in range(first, last, 500):
+            ending = [
+                admission.session_ended(f"s{index}", "teardown")
+                for index in range(batch, min(batch + 500, last))
+            ]
+            for waiting in ending:
+                await waiting
 
     async def main() -> None:
         while not admission.link.available:
             await sleep(0.05)
         await throughput()
-        await latency()
+        await end_sessions(1, count + 1)
+        first = count + 1
+        await open_loop(rate, first, "latency")
+        await end_sessions(first, first + int(rate * seconds))
+        first += int(rate * seconds)
+        await open_loop(sustain, first, "sustained")
         await admission.stop()
         await sleep(0.2)
 
@@ -279,6 +321,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--sustain", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--client-cpu", type=int, default=0)
     parser.add_argument("--server-cpu", type=int, default=1)
@@ -314,6 +357,7 @@ def main() -> None:
             options.count,
             options.concurrency,
             options.rate,
+            options.sustain,
             options.seconds,
             shares,
         )
@@ -327,16 +371,27 @@ def main() -> None:
         f"AAR/AAA round trips (admit, {options.concurrency} in flight): "
         f"{outcome['throughput']:8.0f} /s"
     )
-    for name in ("client", "server"):
+    _print_cpu(outcome, outcome["throughput"])
+    for key, title in (("latency", "AAR latency"), ("sustained", "sustained")):
+        found = outcome[key]
         print(
-            f"  {name} process busy {outcome[f'{name}_busy']:.0%} of the time;"
-            f" other work on its CPU {outcome[f'{name}_cpu_other']:.0%}"
+            f"{title} at {found['rate']}/s for {options.seconds:g} s"
+            f" (achieved {found['achieved']:.0f}/s):"
+            f" p50 {found['p50'] * 1000:.2f} ms, p99 {found['p99'] * 1000:.2f} ms,"
+            f" max {found['max'] * 1000:.2f} ms"
         )
-    print(
-        f"AAR latency at {options.rate}/s (achieved {outcome['achieved_rate']:.0f}/s):"
-        f" p50 {outcome['p50'] * 1000:.2f} ms, p99 {outcome['p99'] * 1000:.2f} ms"
-    )
+        _print_cpu(found, found["achieved"])
     print("load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+def _print_cpu(shares: dict[str, float], rate: float) -> None:
+    for name in ("client", "server"):
+        busy = shares[f"{name}_busy"]
+        print(
+            f"  {name} process busy {busy:.0%} of the time"
+            f" ({busy / rate * 1e6:.0f} us CPU per admission);"
+            f" other work on its CPU {shares[f'{name}_cpu_other']:.0%}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,11 +32,20 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """Build the service with the global reactor; the only place it is used."""
+    """Build the service with the global reactor; the only place it is used.
+
+    :raises SystemExit: the configuration cannot run here (for example the
+        kernel backend without CAP_NET_ADMIN), with the reason.
+    """
     from twisted.internet import reactor
 
     from hostednat.proxy.service import build_service
 
     config: Config = options["parsed"]
-    service: Any = build_service(config, reactor)
+    try:
+        service: Any = build_service(config, reactor)
+    except ConfigError as error:
+        # Options are parsed by now: end like a bad file would, one line
+        # naming the key and the reason, exit status 1, no traceback.
+        raise SystemExit(f"configuration error: {error}") from None
     return service  # type: ignore[no-any-return]

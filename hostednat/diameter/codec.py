@@ -37,7 +37,6 @@ from diameter.message import Message, MessageHeader
 from diameter.message.avp import Avp, AvpAddress, AvpGrouped
 from diameter.message.avp.avp import get_avp_dictionary_entry
 from diameter.message.avp.errors import AvpDecodeError
-from diameter.message.packer import ConversionError
 
 from hostednat.diameter import dictionary
 
@@ -199,7 +198,7 @@ def decode(data: bytes) -> Any:
     return Message(header, avps)
 
 
-class AvpFormatError(AvpDecodeError):
+class AvpFormatError(AvpDecodeError):  # type: ignore[misc]
     """AVP headers and lengths do not tile the bytes they were read from."""
 
 
@@ -336,9 +335,9 @@ def new_avp(code: int, vendor: int, value: Any, cache: bool = True) -> Any:
     type_class, name, flags = _avp_type(code, vendor)
     if type_class is AvpGrouped:
         payload = b"".join([packed(member) for member in value])
-        avp = GroupedAvp(code, vendor, payload, flags)
-        avp.name = name
-        return avp
+        group = GroupedAvp(code, vendor, payload, flags)
+        group.name = name
+        return group
     key = (code, vendor, type(value), value)
     avp = _LEAVES.get(key) if cache else None
     if avp is None:

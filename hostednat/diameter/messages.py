@@ -17,6 +17,7 @@ echoing, and Framed-IPv6-Prefix shorter than 128 bits in bindings.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,8 @@ from hostednat.diameter.dictionary import (
 from hostednat.diameter.results import DIAMETER_SUCCESS, Result
 
 _REQUEST_PROXIABLE = codec.FLAG_REQUEST | codec.FLAG_PROXIABLE
+
+_UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 
 
 @attrs.frozen
@@ -235,9 +238,8 @@ class TransportAddress:
 
     @classmethod
     def wildcard(cls, like: str = "0.0.0.0") -> TransportAddress:
-        """The wildcard of the family of ``like``."""
-        version = ipaddress.ip_address(like).version
-        return cls("0.0.0.0" if version == 4 else "::", 0)
+        """The wildcard of the family of ``like`` (IPv6 when it has a colon)."""
+        return cls("::" if ":" in like else "0.0.0.0", 0)
 
 
 @attrs.frozen
@@ -346,7 +348,11 @@ def _transport_address(address: TransportAddress) -> Any:
         ]
         return new_avp(code, VENDOR_ETSI, members)
 
-    return codec.shared_avp((code, address), build)
+    # The wildcard core element is in every initial AAR; a box's own
+    # address and port seldom come twice, and would only crowd the cache.
+    if address.port == 0 and address.host in _UNSPECIFIED:
+        return codec.shared_avp((code, address), build)
+    return build()
 
 
 def _address_list(code: int, addresses: Sequence[TransportAddress]) -> Any:
@@ -358,16 +364,6 @@ def binding_information(
     binding_output: Sequence[TransportAddress] = (),
 ) -> Any:
     """Binding-Information (TS 183 017 7.3.1)."""
-    key = (AvpCodeEtsi.BINDING_INFORMATION, tuple(binding_input), tuple(binding_output))
-    return codec.shared_avp(
-        key, lambda: _build_binding_information(binding_input, binding_output)
-    )
-
-
-def _build_binding_information(
-    binding_input: Sequence[TransportAddress],
-    binding_output: Sequence[TransportAddress],
-) -> Any:
     avps = [_address_list(AvpCodeEtsi.BINDING_INPUT_LIST, binding_input)]
     if binding_output:
         avps.append(_address_list(AvpCodeEtsi.BINDING_OUTPUT_LIST, binding_output))
@@ -377,15 +373,28 @@ def _build_binding_information(
 def _routing(
     identity: Identity, session_id: str, realm: str, host: str | None
 ) -> list[Any]:
-    avps = [
-        new_avp(AvpCode.SESSION_ID, 0, session_id, cache=False),
-        new_avp(AvpCode.AUTH_APPLICATION_ID, 0, identity.application_id),
-    ]
+    avps = [new_avp(AvpCode.SESSION_ID, 0, session_id, cache=False)]
+    avps += _routing_tail(identity, realm, host)
+    return avps
+
+
+# The same few identities and destinations serve every request: their AVPs
+# are built once (shared, like new_avp's leaves; never modified).
+@functools.lru_cache(maxsize=64)
+def _routing_tail(identity: Identity, realm: str, host: str | None) -> tuple[Any, ...]:
+    avps = [new_avp(AvpCode.AUTH_APPLICATION_ID, 0, identity.application_id)]
     avps += _origin(identity)
     avps.append(new_avp(AvpCode.DESTINATION_REALM, 0, realm.encode()))
     if host is not None:
         avps.append(new_avp(AvpCode.DESTINATION_HOST, 0, host.encode()))
-    return avps
+    return tuple(avps)
+
+
+@functools.lru_cache(maxsize=64)
+def _specific_actions(actions: tuple[int, ...]) -> tuple[Any, ...]:
+    return tuple(
+        new_avp(AvpCode3gpp.SPECIFIC_ACTION, VENDOR_3GPP, action) for action in actions
+    )
 
 
 def aa_request(
@@ -407,10 +416,7 @@ def aa_request(
                 cache=False,
             )
         )
-    avps += [
-        new_avp(AvpCode3gpp.SPECIFIC_ACTION, VENDOR_3GPP, a)
-        for a in request.specific_actions
-    ]
+    avps += _specific_actions(tuple(request.specific_actions))
     if request.user_name is not None:
         avps.append(new_avp(AvpCode.USER_NAME, 0, request.user_name))
     if etsi:
@@ -450,14 +456,10 @@ def _etsi_avps(request: AaRequest) -> list[Any]:
 
 
 def _unique_address(subscriber: str, realm: bytes | None) -> Any:
-    def build() -> Any:
-        members = [_address_avp(subscriber)]
-        if realm is not None:
-            members.append(new_avp(AvpCodeEtsi.ADDRESS_REALM, VENDOR_ETSI, realm))
-        return new_avp(AvpCodeEtsi.GLOBALLY_UNIQUE_ADDRESS, VENDOR_ETSI, members)
-
-    key = (AvpCodeEtsi.GLOBALLY_UNIQUE_ADDRESS, subscriber, realm)
-    return codec.shared_avp(key, build)
+    members = [_address_avp(subscriber)]
+    if realm is not None:
+        members.append(new_avp(AvpCodeEtsi.ADDRESS_REALM, VENDOR_ETSI, realm))
+    return new_avp(AvpCodeEtsi.GLOBALLY_UNIQUE_ADDRESS, VENDOR_ETSI, members)
 
 
 def session_termination_request(

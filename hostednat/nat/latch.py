@@ -132,6 +132,17 @@ class LatchGuard:
         self._last_seen = now
         self._window_ends = None
 
+    def refresh(self, now: float) -> None:
+        """The latched endpoint was heard from at ``now`` on another path.
+
+        Only its liveness changes (rule 3b): unlike a datagram through
+        :meth:`offer`, this leaves an open window open, since what was
+        heard may predate the window.  Nothing happens before the first
+        latch, nor for a ``now`` earlier than the last datagram seen.
+        """
+        if self._latched is not None:
+            self._last_seen = max(self._last_seen, now)
+
     def offer(self, source: Endpoint, now: float) -> LatchDecision:
         """Judge one datagram from ``source`` received at ``now``."""
         latched = self._latched

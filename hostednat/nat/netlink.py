@@ -6,7 +6,7 @@ attributes (``struct nlattr``, RFC 3549 2.3.2) and nfnetlink headers
 :mod:`hostednat.nat.nftables` and :mod:`hostednat.nat.conntrack` and by the
 golden tests.  The second, :class:`NetlinkChannel`, is a blocking
 ``NETLINK_NETFILTER`` socket that sends prepared bytes and collects the
-kernel's answers by sequence number; :class:`~hostednat.nat.kernel.KernelNat`
+kernel's answers by sequence number; :class:`~hostednat.nat.kernel_nat.KernelNat`
 owns one on its own thread.
 
 Why not pyroute2's socket classes for the hot path: their generic
@@ -14,7 +14,7 @@ attribute encoder costs about 100 us per set element (measured on this
 project's lab machine: 1,000 map elements in 0.10 s), which alone caps a
 binding table at a few hundred installs and removals per second; their sync
 API also runs an asyncio loop per call.  pyroute2 still builds the ruleset
-(:func:`hostednat.nat.nftables.ruleset_messages`), decodes whatever tests
+(:func:`hostednat.nat.nftables.create_table`), decodes whatever tests
 want to inspect, enters network namespaces and provides
 :class:`NetlinkError`.
 """
@@ -55,6 +55,10 @@ _NLA_TYPE_MASK = 0x3FFF
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
+
+# include/uapi/asm-generic/socket.h: set a buffer size past the sysctl caps.
+_SO_SNDBUFFORCE = 32
+_SO_RCVBUFFORCE = 33
 
 # include/uapi/linux/netfilter/nfnetlink.h
 NFNETLINK_V0 = 0
@@ -169,8 +173,7 @@ class NetlinkChannel:
         self._sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER
         )
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._BUFFER)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._BUFFER)
+        self._size_buffers()
         # Error answers echo only the failing header, not the whole batch.
         self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         self._sock.bind((0, 0))
@@ -180,13 +183,31 @@ class NetlinkChannel:
         self._buffer = bytearray(self._RECEIVE_CHUNK)
         self._view = memoryview(self._buffer)
 
+    def _size_buffers(self) -> None:
+        """Ask for :attr:`_BUFFER` bytes each way, past ``net.core.rmem_max``
+        and ``wmem_max`` when the process may (CAP_NET_ADMIN): a capped
+        receive buffer overflows on a long run of answers, and the kernel
+        then drops them (ENOBUFS)."""
+        for forced, plain in (
+            (_SO_SNDBUFFORCE, socket.SO_SNDBUF),
+            (_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+        ):
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, forced, self._BUFFER)
+            except PermissionError:
+                self._sock.setsockopt(socket.SOL_SOCKET, plain, self._BUFFER)
+
     def next_seq(self) -> int:
         """A fresh sequence number."""
         self._seq = self._seq % 0x7FFFFFFF + 1
         return self._seq
 
     def exchange(
-        self, data: bytes, expect: Sequence[int], abort_on: Sequence[int] = ()
+        self,
+        data: bytes,
+        expect: Sequence[int],
+        abort_on: Sequence[int] = (),
+        collect: Sequence[int] = (),
     ) -> dict[int, Reply]:
         """Send ``data`` and wait for the final answer to each of ``expect``.
 
@@ -196,13 +217,18 @@ class NetlinkChannel:
         batch is processed.  Answers are matched by sequence number, so the
         messages of ``data`` must use distinct ones.
 
-        :returns: the reply to each sequence number that got one.
+        :param collect: more sequence numbers whose data messages are kept
+            although they get no final answer (gets sent without
+            NLM_F_ACK, before a message of ``expect``: the kernel answers
+            in order, so theirs are in when that one's is).
+        :returns: the reply to each sequence number that got one, a message
+            of ``collect`` answered with data included.
         :raises TimeoutError: the kernel did not answer in time.
         :raises OSError: the socket failed.
         """
         pending = set(expect)
         watched = set(abort_on)
-        collected: dict[int, list[bytes]] = {seq: [] for seq in expect}
+        collected: dict[int, list[bytes]] = {seq: [] for seq in (*expect, *collect)}
         replies: dict[int, Reply] = {}
         self._sock.sendall(data)
 
@@ -217,6 +243,9 @@ class NetlinkChannel:
                         pending.clear()
                 elif seq in collected:
                     collected[seq].append(payload)
+        for seq in collect:
+            if seq not in replies and collected[seq]:
+                replies[seq] = Reply(0, tuple(collected[seq]))
         return replies
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """The nftables table hostednat owns, and its messages, without any I/O.
 
 Theory of operation.  One ``ip`` table (its name from ``[nat] table``) holds
-three sets and three base chains; a binding leg is a handful of set
+two maps, two base chains and one regular chain; a binding leg is two map
 elements, so installing or removing one never adds a rule:
 
 ``core`` map, ``ipv4_addr . inet_service`` to a 16-byte value
@@ -10,10 +10,6 @@ elements, so installing or removing one never adds a rule:
 ``access`` map, ``ipv4_addr . inet_service . inet_service`` to 16 bytes
     keyed by the latched public endpoint and the leg's access port; the value
     is the server's endpoint followed by the leg's core endpoint.
-``counters`` set, ``ipv4_addr . inet_service``, with a counter per element
-    one element per direction of a leg, keyed by the source a NATed packet
-    leaves the edge with: the access endpoint towards the box, the core
-    endpoint towards the server.
 
 The ``prerouting`` chain (nat, priority -100) translates the destination of
 a leg's first packet, whichever side sends it: a packet to the core address
@@ -26,12 +22,20 @@ half of the value: the access endpoint the box punched to (reference 7.2
 rule 5) or the core endpoint.  Either way one conntrack entry with both
 translations carries the leg in both directions, so the box's RTCP reaches
 the server however the two sides' first packets interleave.  NAT chains see
-only a connection's first packet, so the ``count`` chain (filter, hook
-postrouting, priority 300: after the source translation) looks every packet
-of a NATed connection up in ``counters`` by its translated source.  The
-forward hook would not do: it runs before the source translation, so a leg
-would be counted under the server's or the box's endpoint, and the box's one
-changes when the leg relatches.
+only a connection's first packet: after it, a leg's packets cross the edge
+without any rule of this table being evaluated.
+
+Counting.  The kernel counts a leg in its conntrack entry (see
+:mod:`hostednat.nat.conntrack`), which needs conntrack accounting in the
+namespace.  The ``accounting`` chain has no hook, so nothing ever runs it;
+its one rule reads ``ct packets``, and loading a rule that reads a
+conntrack counter is how nf_tables turns accounting on for its namespace
+(``nft_ct_get_init`` calls ``nf_ct_set_acct``: the sysctl
+``net.netfilter.nf_conntrack_acct`` reads 1 from then on, and stays so when
+the table goes).  This needs no write to ``/proc/sys``, which a hardened
+service may not have.  An earlier layout counted in a third base chain
+(filter, postrouting) with a set lookup per packet; see
+``benchmarks/kernel_bindings.py`` for what each costs.
 
 Registers (``include/uapi/linux/netfilter/nf_tables.h``): keys are built in
 the 32-bit registers 8, 9, 10 (``NFT_REG32_00``..``02``, where
@@ -84,7 +88,7 @@ from hostednat.nat.netlink import (
 __all__ = [
     "ACCESS_MAP",
     "CORE_MAP",
-    "COUNTER_SET",
+    "MAPS",
     "BatchWriter",
     "Element",
     "LegFlow",
@@ -111,13 +115,7 @@ NFTA_SET_ELEM_LIST_ELEMENTS = 3
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY = 1
 NFTA_SET_ELEM_DATA = 2
-NFTA_SET_ELEM_EXPR = 7
-NFTA_SET_ELEM_EXPRESSIONS = 11
 NFTA_DATA_VALUE = 1
-NFTA_EXPR_NAME = 1
-NFTA_EXPR_DATA = 2
-NFTA_COUNTER_BYTES = 1
-NFTA_COUNTER_PACKETS = 2
 
 # nftables datatype.h; a concatenation is (first << 6 | second) << 6 | ...
 _IPV4_ADDR = 7
@@ -130,30 +128,27 @@ _REG32_01 = 9
 _REG32_02 = 10
 _REG32_03 = 11
 
-# Hooks, priorities (nft's dstnat, srcnat, filter), and header bases.
+# Hooks, priorities (nft's dstnat, srcnat), and header bases.
 _HOOK_PREROUTING = 0
-# After srcnat (100), so that packets carry their translated source.
-_COUNT_PRIORITY = 300
 _HOOK_POSTROUTING = 4
 _NFT_PAYLOAD_NETWORK_HEADER = 1
 _NFT_PAYLOAD_TRANSPORT_HEADER = 2
 _NFT_META_L4PROTO = 16
-_NFT_CT_STATUS = 0x02
 _NFT_CT_PROTO_SRC = 0x0B
 _NFT_CT_PROTO_DST = 0x0C
 _NFT_CT_SRC_IP = 0x13
 _NFT_CT_DST_IP = 0x14
+_NFT_CT_PKTS = 0x0E
 _IP_CT_DIR_ORIGINAL = 0
 _NFT_CMP_NEQ = 1
-# include/uapi/linux/netfilter/nf_conntrack_common.h; status is host-endian.
-_IPS_DST_NAT = 0x20
 _NFT_NAT_SNAT = 0
 _NFT_NAT_DNAT = 1
 _IPPROTO_UDP = 17
 
 CORE_MAP = "core"
 ACCESS_MAP = "access"
-COUNTER_SET = "counters"
+MAPS = (CORE_MAP, ACCESS_MAP)
+ACCOUNTING_CHAIN = "accounting"
 
 _ADDRESS = struct.Struct("!4s")
 _FIELD_PORT = struct.Struct("!H2x")
@@ -214,10 +209,6 @@ class LegFlow:
         key = _pack(self.public) + _FIELD_PORT.pack(self.access.port)
         return Element(key, _pack(self.server, self.core))
 
-    def counter_elements(self) -> tuple[Element, Element]:
-        """``counters``: towards the box, then towards the server."""
-        return Element(_pack(self.access)), Element(_pack(self.core))
-
     def map_elements(self) -> list[tuple[str, Element]]:
         """The two map elements with their map names."""
         return [
@@ -225,18 +216,14 @@ class LegFlow:
             (ACCESS_MAP, self.access_element()),
         ]
 
-    def all_elements(self) -> list[tuple[str, Element]]:
-        """Map and counter elements with their set names."""
-        to_box, to_server = self.counter_elements()
-        return [*self.map_elements(), (COUNTER_SET, to_box), (COUNTER_SET, to_server)]
-
     def box_tuple(self) -> FlowTuple:
         """The box's punch; once installed, also the leg's NATed entry.
 
         The kernel finds an entry by either of its tuples, and this one is
         the NATed entry's reply tuple when the server sent first and its
-        original tuple when the box did: at removal it is the only delete
-        needed, whatever port the server sends from.
+        original tuple when the box did: it is the one tuple needed to read
+        the leg's counters and to delete the entry at removal, whatever port
+        the server sends from.
         """
         return FlowTuple(self.public, self.access)
 
@@ -259,11 +246,6 @@ def tuple_from_access_element(element: Element) -> FlowTuple:
     """The server-side tuple of an ``access`` map element."""
     value = element.value or b""
     return FlowTuple(_unpack(value, 0), _unpack(value, 8))
-
-
-def counter_endpoint(element: Element) -> Endpoint:
-    """The source endpoint a ``counters`` element counts."""
-    return _unpack(element.key, 0)
 
 
 @attrs.frozen
@@ -388,46 +370,20 @@ def delete_elements(
     ]
 
 
-def get_elements_message(
-    seq: int, table: str, set_name: str, keys: Iterable[bytes] | None = None
-) -> bytes:
-    """GETSETELEM, outside any batch: a dump of the whole set, or of ``keys``.
+def get_elements_message(seq: int, table: str, set_name: str) -> bytes:
+    """GETSETELEM dump of a whole set, outside any batch.
 
-    With keys the kernel answers one message per element and then an
-    acknowledgement; it stops at the first missing key (ENOENT).
+    The kernel answers with NEWSETELEM messages of many elements each, then
+    NLMSG_DONE; ENOENT when the table or the set does not exist.
     """
     kind = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM
     head = nla(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
     head += nla(NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
-    if keys is None:
-        flags = NLM_F_REQUEST | NLM_F_DUMP
-        return nfgen_message(kind, flags, seq, NFPROTO_IPV4, head)
-    body = head + nest(
-        NFTA_SET_ELEM_LIST_ELEMENTS, *(_element_attribute(Element(k)) for k in keys)
-    )
-    return nfgen_message(kind, NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_IPV4, body)
+    flags = NLM_F_REQUEST | NLM_F_DUMP
+    return nfgen_message(kind, flags, seq, NFPROTO_IPV4, head)
 
 
-@attrs.frozen
-class DumpedElement:
-    """An element as the kernel reports it, with its counter if it has one."""
-
-    element: Element
-    packets: int = 0
-    bytes: int = 0
-
-
-def _counter(expression: memoryview) -> tuple[int, int] | None:
-    fields = attribute_map(expression)
-    if bytes(fields.get(NFTA_EXPR_NAME, b"")).rstrip(b"\0") != b"counter":
-        return None
-    data = attribute_map(fields.get(NFTA_EXPR_DATA, b""))
-    packets = int.from_bytes(data.get(NFTA_COUNTER_PACKETS, b""), "big")
-    octets = int.from_bytes(data.get(NFTA_COUNTER_BYTES, b""), "big")
-    return packets, octets
-
-
-def decode_elements(payload: bytes) -> list[DumpedElement]:
+def decode_elements(payload: bytes) -> list[Element]:
     """The elements of one NEWSETELEM message the kernel sent back.
 
     ``payload`` starts with the nfgen header, as
@@ -441,16 +397,7 @@ def decode_elements(payload: bytes) -> list[DumpedElement]:
         value = None
         if NFTA_SET_ELEM_DATA in fields:
             value = bytes(attribute_map(fields[NFTA_SET_ELEM_DATA])[NFTA_DATA_VALUE])
-        expressions = []
-        if NFTA_SET_ELEM_EXPR in fields:
-            expressions.append(fields[NFTA_SET_ELEM_EXPR])
-        for _list_kind, expression in attributes(
-            fields.get(NFTA_SET_ELEM_EXPRESSIONS, b"")
-        ):
-            expressions.append(expression)
-        counts = [c for c in map(_counter, expressions) if c is not None]
-        packets, octets = counts[0] if counts else (0, 0)
-        found.append(DumpedElement(Element(key, value), packets, octets))
+        found.append(Element(key, value))
     return found
 
 
@@ -469,10 +416,6 @@ def _value(data: bytes) -> dict[str, Any]:
 
 def _payload(base: int, offset: int, length: int, dreg: int) -> dict[str, Any]:
     return _expr("payload", dreg=dreg, base=base, offset=offset, len=length)
-
-
-def _ct_status_dnat() -> dict[str, Any]:
-    return _expr("ct", dreg=_REG_1, key=_NFT_CT_STATUS)
 
 
 def _ct(key: int, dreg: int) -> dict[str, Any]:
@@ -568,36 +511,22 @@ def _rules(spec: NatTable) -> list[tuple[str, list[dict[str, Any]]]]:
                 _nat(_NFT_NAT_SNAT, _REG32_02, _REG32_03),
             ],
         ),
-        # ct status dnat ip saddr . udp sport @counters (after SNAT)
+        # Never run (the chain has no hook): loading it turns accounting on.
         (
-            "count",
+            ACCOUNTING_CHAIN,
             [
-                *_udp(),
-                _ct_status_dnat(),
-                _expr(
-                    "bitwise",
-                    sreg=_REG_1,
-                    dreg=_REG_1,
-                    len=4,
-                    mask=_value(struct.pack("=I", _IPS_DST_NAT)),
-                    xor=_value(bytes(4)),
-                ),
-                _expr("cmp", sreg=_REG_1, op=_NFT_CMP_NEQ, data=_value(bytes(4))),
-                ip_saddr,
-                _payload(transport, 0, 2, _REG32_01),
-                _lookup(COUNTER_SET, False),
+                _expr("ct", dreg=_REG_1, key=_NFT_CT_PKTS),
+                _expr("cmp", sreg=_REG_1, op=_NFT_CMP_NEQ, data=_value(bytes(8))),
             ],
         ),
     ]
 
 
 def _set_message(spec: NatTable, name: str, set_id: int) -> Any:
-    address_port = _concat_type(_IPV4_ADDR, _INET_SERVICE)
     two_endpoints = _concat_type(_IPV4_ADDR, _INET_SERVICE, _IPV4_ADDR, _INET_SERVICE)
     keys = {
-        CORE_MAP: (address_port, 8),
+        CORE_MAP: (_concat_type(_IPV4_ADDR, _INET_SERVICE), 8),
         ACCESS_MAP: (_concat_type(_IPV4_ADDR, _INET_SERVICE, _INET_SERVICE), 12),
-        COUNTER_SET: (address_port, 8),
     }
     key_type, key_len = keys[name]
     fields: list[tuple[str, Any]] = [
@@ -606,22 +535,18 @@ def _set_message(spec: NatTable, name: str, set_id: int) -> Any:
         ("NFTA_SET_KEY_TYPE", key_type),
         ("NFTA_SET_KEY_LEN", key_len),
         ("NFTA_SET_ID", set_id),
+        ("NFTA_SET_FLAGS", {"NFT_SET_MAP"}),
+        ("NFTA_SET_DATA_TYPE", two_endpoints),
+        ("NFTA_SET_DATA_LEN", 16),
     ]
-    if name == COUNTER_SET:
-        fields.append(("NFTA_SET_FLAGS", set()))
-        fields.append(("NFTA_SET_EXPR", {"attrs": [("NFTA_EXPR_NAME", "counter")]}))
-    else:
-        fields.append(("NFTA_SET_FLAGS", {"NFT_SET_MAP"}))
-        fields.append(("NFTA_SET_DATA_TYPE", two_endpoints))
-        fields.append(("NFTA_SET_DATA_LEN", 16))
     msg = nft_set_msg()
     msg["attrs"] = fields
     return msg
 
 
 def _chain_message(spec: NatTable, name: str, hook: int, priority: int) -> Any:
+    """A base chain of type nat with policy accept."""
     msg = nft_chain_msg()
-    kind = "filter" if name == "count" else "nat"
     msg["attrs"] = [
         ("NFTA_CHAIN_TABLE", spec.name),
         ("NFTA_CHAIN_NAME", name),
@@ -634,30 +559,36 @@ def _chain_message(spec: NatTable, name: str, hook: int, priority: int) -> Any:
                 ]
             },
         ),
-        ("NFTA_CHAIN_TYPE", kind),
+        ("NFTA_CHAIN_TYPE", "nat"),
         ("NFTA_CHAIN_POLICY", 1),
     ]
     return msg
 
 
+def _regular_chain_message(spec: NatTable, name: str) -> Any:
+    """A chain with no hook: it runs only when a rule jumps to it."""
+    msg = nft_chain_msg()
+    msg["attrs"] = [("NFTA_CHAIN_TABLE", spec.name), ("NFTA_CHAIN_NAME", name)]
+    return msg
+
+
 def create_table(writer: BatchWriter, spec: NatTable) -> None:
-    """Append the messages that create the table, its sets, chains and rules.
+    """Append the messages that create the table, its maps, chains and rules.
 
     The table must not exist yet (EEXIST otherwise).
     """
     table = nft_table_msg()
     table["attrs"] = [("NFTA_TABLE_NAME", spec.name)]
     writer.add_pyroute2(table, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL)
-    for set_id, name in enumerate((CORE_MAP, ACCESS_MAP, COUNTER_SET), start=1):
+    for set_id, name in enumerate(MAPS, start=1):
         msg = _set_message(spec, name, set_id)
         writer.add_pyroute2(msg, NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL)
-    chains = (
-        ("prerouting", _HOOK_PREROUTING, -100),
-        ("postrouting", _HOOK_POSTROUTING, 100),
-        ("count", _HOOK_POSTROUTING, _COUNT_PRIORITY),
-    )
-    for name, hook, priority in chains:
-        msg = _chain_message(spec, name, hook, priority)
+    chains = [
+        _chain_message(spec, "prerouting", _HOOK_PREROUTING, -100),
+        _chain_message(spec, "postrouting", _HOOK_POSTROUTING, 100),
+        _regular_chain_message(spec, ACCOUNTING_CHAIN),
+    ]
+    for msg in chains:
         writer.add_pyroute2(msg, NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL)
     for chain, expressions in _rules(spec):
         rule = nft_rule_msg()

@@ -39,6 +39,13 @@ latched and no window open, as ``dropped_before_latch``.
 Nothing is logged per datagram; counts accumulate per binding and are added
 to the table's totals when a binding is removed.
 
+Hooks for a subclass that forwards a latched leg elsewhere (the kernel
+table, :mod:`hostednat.nat.kernel`): :meth:`UserspaceBindingTable.leg_latched`
+is called after every latch, whether the guard or :meth:`latch` made it,
+and :meth:`UserspaceBindingTable.mark_alive` tells a leg's guard that its
+latched endpoint was heard on a path whose datagrams never reach the
+access socket.
+
 Not supported: policing to the authorised bandwidth (rule 7), filtering
 punch payloads before they reach the server (rule 9: all accepted datagrams
 are forwarded), IPv6 jumbograms (datagrams longer than 65,535 bytes are
@@ -51,6 +58,7 @@ from __future__ import annotations
 import errno
 import itertools
 import socket
+from collections.abc import Iterator
 from typing import Protocol
 
 import attrs
@@ -60,6 +68,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hostednat import events
 from hostednat.nat.binding import (
     Binding,
     BindingCounters,
@@ -77,7 +86,7 @@ from hostednat.nat.ports import PortPool
 __all__ = ["EVENT_OBSERVER_FAILED", "UserspaceBindingTable"]
 
 #: ``hostednat_event`` of the log event emitted when the observer raises.
-EVENT_OBSERVER_FAILED = "binding.observer_failed"
+EVENT_OBSERVER_FAILED = events.BINDING_OBSERVER_FAILED
 
 # The largest length a UDP header can carry (RFC 768); anything longer (IPv6
 # jumbograms) is truncated.
@@ -123,6 +132,15 @@ class _LegState:
     counters: BindingCounters
     to_box: tuple[str, int] | None = None
     to_server: tuple[str, int] | None = None
+    held: bool = False
+
+    def aim(self) -> None:
+        """Point the relay at the leg's latched and server endpoints, or
+        nowhere while it is held."""
+        latched = None if self.held else self.binding.latched.get(self.leg)
+        server = None if self.held else self.binding.server.get(self.leg)
+        self.to_box = None if latched is None else (latched.host, latched.port)
+        self.to_server = None if server is None else (server.host, server.port)
 
 
 @attrs.define(eq=False)
@@ -332,6 +350,14 @@ class UserspaceBindingTable:
         """How many bindings are allocated."""
         return len(self._bindings)
 
+    def __contains__(self, binding: object) -> bool:
+        """Whether ``binding`` is allocated here and not yet removed."""
+        return binding in self._bindings
+
+    def __iter__(self) -> Iterator[Binding]:
+        """The bindings allocated now (a snapshot: removing is safe)."""
+        return iter(list(self._bindings))
+
     def allocate(self, request: BindingRequest) -> Binding:
         """Bind the access and core sockets and open the latch window.
 
@@ -394,13 +420,14 @@ class UserspaceBindingTable:
             server = servers[leg]
             if server is not None:
                 binding.server[leg] = server
-                leg_state.to_server = (server.host, server.port)
+                leg_state.aim()
         return succeed(None)
 
     def latch(self, binding: Binding, leg: Leg, source: Endpoint) -> Deferred[None]:
         """Send ``leg``'s media to ``source`` from now on.
 
-        The observer is not told: the caller already knows.
+        The observer is not told: the caller already knows.  The result is
+        :meth:`leg_latched`'s.
         """
         state = self._bindings.get(binding)
         if state is None or leg not in state.legs:
@@ -409,7 +436,49 @@ class UserspaceBindingTable:
         leg_state = state.legs[leg]
         leg_state.guard.latch(source, self.reactor.seconds())
         self._record_latch(leg_state, source)
+        return self.leg_latched(binding, leg, source)
+
+    def leg_latched(
+        self, binding: Binding, leg: Leg, source: Endpoint
+    ) -> Deferred[None]:
+        """Hook: ``leg`` of ``binding`` now sends to ``source``.
+
+        Called for every latch and relatch, after ``binding.latched`` and
+        the relay are updated: from :meth:`latch`, which returns the result,
+        and from the access socket's guard, which has nobody to give it to
+        and drops a failure.  An override therefore reports its own
+        failures.  This one does nothing.
+        """
         return succeed(None)
+
+    def mark_alive(self, binding: Binding, leg: Leg, now: float) -> None:
+        """Tell ``leg``'s guard that its latched endpoint was heard at ``now``.
+
+        For datagrams this table never reads (the kernel forwards them):
+        without it, the guard would take the endpoint for silent and let
+        another port of the box's IP relatch the leg (reference 7.2 rule
+        3b).  An open latch window stays open.  Nothing happens for a
+        binding, leg or guard this table does not hold or that never
+        latched.
+        """
+        state = self._bindings.get(binding)
+        if state is not None and leg in state.legs:
+            state.legs[leg].guard.refresh(now)
+
+    def hold(self, binding: Binding, leg: Leg, held: bool) -> None:
+        """Stop (``held``) or resume relaying ``leg`` in Python, both ways.
+
+        For a subclass that hands the leg to another forwarder (the kernel):
+        a datagram Python relayed after the handover would leave a conntrack
+        entry that diverts the leg's media from the kernel's NAT back to
+        this table's socket.  A held leg's datagrams are still read and
+        judged by its guard; those from the core side count as dropped.
+        Nothing happens for a binding or leg this table does not hold.
+        """
+        state = self._bindings.get(binding)
+        if state is not None and leg in state.legs:
+            state.legs[leg].held = held
+            state.legs[leg].aim()
 
     def relatch(self, binding: Binding) -> None:
         """Open a new latch window on every leg of ``binding``.
@@ -486,6 +555,9 @@ class UserspaceBindingTable:
     def _latched(self, leg_state: _LegState, source: Endpoint) -> None:
         """Called by an access reader when its guard (re)latched."""
         self._record_latch(leg_state, source)
+        following = self.leg_latched(leg_state.binding, leg_state.leg, source)
+        # Nobody waits for a guard's latch; leg_latched reported any failure.
+        following.addErrback(_dropped)
         observer = self.observer
         if observer is None:
             return
@@ -502,7 +574,7 @@ class UserspaceBindingTable:
 
     def _record_latch(self, leg_state: _LegState, source: Endpoint) -> None:
         leg_state.binding.latched[leg_state.leg] = source
-        leg_state.to_box = (source.host, source.port)
+        leg_state.aim()
 
     def _bind_side(
         self, pool: PortPool, address: str, single: bool
@@ -557,6 +629,10 @@ def _open_socket(address: str, port: int, buffer_size: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _dropped(_failure: Failure) -> None:
+    return None
 
 
 def _close_all(sockets: list[socket.socket]) -> None:

@@ -14,7 +14,6 @@ with several ``ssrc=`` blocks are read with the last block's values.
 from __future__ import annotations
 
 import functools
-
 import math
 import re
 from collections.abc import Callable

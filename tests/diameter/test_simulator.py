@@ -109,3 +109,49 @@ def test_tap_builds_diameter_and_admin_listeners() -> None:
     assert ports == [3868, 8868]
     assert spdf.identity.application_id == 16777222
     service.stopService()
+
+
+def test_unsupported_request_gets_3001_and_logs_no_decision() -> None:
+    """A RAR sent to the SPDF is refused 3001 and never reported as a decision."""
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+
+    from hostednat.diameter.simulator.service import Spdf
+
+    spdf = Spdf(SimulatorConfig(), Clock())
+    answers: list[bytes] = []
+    driver: Any = type(
+        "Driver",
+        (),
+        {
+            "group": type("Group", (), {"peers": [type("Peer", (), {"name": "af-1"})]}),
+            "on_request": None,
+            "answer": lambda self, peer, data: answers.append(data),
+        },
+    )()
+    spdf._connected(driver)
+    decisions: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("hostednat_event") == "spdf.decision":
+            decisions.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        driver.on_request("af-1", *aar("a", 5))
+        data = codec.with_identifiers(
+            messages.re_auth_request(AF, "a", "racs", "spdf"), 3, 4
+        )
+        driver.on_request("af-1", codec.parse_header(data), codec.decode(data))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+    assert [event["command"] for event in decisions] == [265]
+    assert messages.result_of(codec.decode(answers[-1]).avps) == Result(0, 3001)
+    assert spdf.policy.last_decision is None
+
+
+def test_aaa_has_no_binding_information_without_binding_output() -> None:
+    """Without [binding_output] the AAA carries no Binding-Information."""
+    _, answer = result(SpdfPolicy(SimulatorConfig(), SPDF), aar("a", 1))
+    assert messages.binding_lists(answer.avps) == ((), ())

@@ -25,12 +25,13 @@ received, which shows media arrived *throughout* the run.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
-from .processes import Finished, run_bounded, tail
+from .processes import BackgroundProcess, Finished, run_bounded, tail
 
 Transport = Literal["udp", "tcp"]
 
@@ -256,6 +257,60 @@ def run_ffmpeg(
         run=finished,
         streams=parse_framecrc(finished.stdout),
     )
+
+
+class RunningFfmpeg:
+    """An ffmpeg receiving in the background, for a session a test acts on.
+
+    :ivar process: the running client.
+    """
+
+    def __init__(self, process: BackgroundProcess, seconds: float) -> None:
+        """Take over a started ffmpeg.
+
+        :param process: ffmpeg, started with :func:`ffmpeg_argv`.
+        :param seconds: the media duration it was asked for.
+        """
+        self.process = process
+        self.seconds = seconds
+        self._started = time.monotonic()
+
+    def frames(self) -> int:
+        """Frames it has written so far, all streams together."""
+        return sum(
+            stream.count
+            for stream in parse_framecrc(
+                "\n".join(self.process.stdout_so_far())
+            ).values()
+        )
+
+    def finish(self, timeout: float | None = None) -> ClientResult:
+        """Wait for it to exit, killing it at the deadline; count its frames.
+
+        :param timeout: seconds to wait; by default its media duration plus
+            :data:`SETUP_ALLOWANCE` from its start.
+        """
+        if timeout is None:
+            elapsed = time.monotonic() - self._started
+            timeout = max(0.0, self.seconds + SETUP_ALLOWANCE - elapsed)
+        timed_out = self.process.wait(timeout) is None
+        if timed_out:
+            self.process.kill()
+        stdout = "\n".join(self.process.stdout_so_far())
+        finished = Finished(
+            argv=self.process.argv,
+            returncode=self.process.returncode or 0,
+            timed_out=timed_out,
+            elapsed=time.monotonic() - self._started,
+            stdout=stdout,
+            stderr="\n".join(self.process.stderr_lines),
+        )
+        return ClientResult(
+            client="ffmpeg",
+            unit="frames",
+            run=finished,
+            streams=parse_framecrc(stdout),
+        )
 
 
 def gst_argv(url: str, transport: Transport, seconds: float) -> list[str]:

@@ -21,7 +21,13 @@ yields a :class:`harness.Lab`:
   the venv in the edge, ready once the first ``[rtsp].listen`` endpoint
   accepts TCP inside the edge;
 - ``lab.ffmpeg(role, url, transport, seconds)`` and ``lab.gst(...)``: the
-  clients of :mod:`clients`, run in a host.
+  clients of :mod:`clients`, run in a host; ``lab.ffmpeg_background(...)``
+  starts one and returns at once.
+
+``racs_lab`` is the same topology plus a ``racs`` host on its own link from
+the edge (192.0.2.20), where ``lab.start_spdf(config_text)`` runs the SPDF
+simulator (``twistd hostednat-spdf``) and ``lab.spdf_admin(method, path)``
+calls its admin HTTP endpoint from inside that host.
 
 On teardown, also after a failure or Ctrl-C, every process the lab started
 is stopped (SIGTERM, then SIGKILL) and its namespaces are deleted.  Before
@@ -54,7 +60,7 @@ from .processes import SYSTEM_PYTHON, BackgroundProcess
 
 REQUIRE_VARIABLE = "HOSTEDNAT_REQUIRE_LAB"
 
-LAB_TOOLS = ("ip", "nft", "ffmpeg", "gst-launch-1.0", "timeout")
+LAB_TOOLS = ("ip", "ss", "nft", "ffmpeg", "gst-launch-1.0", "timeout")
 LOOPBACK_TOOLS = ("ffmpeg",)
 
 GI_CHECK = (
@@ -140,6 +146,17 @@ def lab_prerequisites() -> None:
 def lab(lab_prerequisites: None, tmp_path: Path) -> Iterator[Lab]:
     """A fresh five-namespace topology, torn down after the test."""
     topology = Topology.create()
+    harness = Lab(topology, tmp_path)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+@pytest.fixture
+def racs_lab(lab_prerequisites: None, tmp_path: Path) -> Iterator[Lab]:
+    """The lab topology plus the racs host for the SPDF simulator."""
+    topology = Topology.create(racs=True)
     harness = Lab(topology, tmp_path)
     try:
         yield harness

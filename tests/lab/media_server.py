@@ -14,6 +14,10 @@ Both UDP and TCP interleaved lower transports are allowed.  The factory is
 *unshared* unless ``--shared`` is given: a shared factory sends RTCP BYE to
 every remaining client when one leaves, which ffmpeg takes as end of stream.
 
+gst-rtsp-server writes no ``b=`` line.  ``--bandwidth-kbps N`` adds
+``b=AS:N`` to every media section, as an IPTV head-end's SDP carries, so
+that a RACS admission has a bandwidth to ask for.
+
 Protocol with the parent process, on standard output, one line each:
 
 - ``READY <port>`` once the listening socket is bound (``--port 0`` picks a
@@ -31,6 +35,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import gi
 
@@ -38,7 +43,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+from gi.repository import GLib, GObject, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 VIDEO_BRANCH = (
     "videotestsrc is-live=true"
@@ -55,6 +60,26 @@ LAUNCH_LINE = f"( {VIDEO_BRANCH} {AUDIO_BRANCH} )"
 RequestHandler = Callable[[GstRtspServer.RTSPClient, GstRtspServer.RTSPContext], None]
 
 
+def announcing_media_type(bandwidth_kbps: int) -> GObject.GType:
+    """A media type whose SDP gives every stream ``b=AS:<bandwidth_kbps>``.
+
+    The subclass is made here, after ``Gst.init``: registered earlier, its
+    inherited signals carry unregistered parameter types and the media
+    cannot be prepared.
+
+    :param bandwidth_kbps: the value of every ``b=AS`` line.
+    """
+
+    class AnnouncedBandwidthMedia(GstRtspServer.RTSPMedia):  # type: ignore[misc]
+        def do_setup_sdp(self, sdp: Any, info: Any) -> bool:
+            written = GstRtspServer.RTSPMedia.do_setup_sdp(self, sdp, info)
+            for index in range(sdp.medias_len()):
+                sdp.get_media(index).add_bandwidth("AS", bandwidth_kbps)
+            return bool(written)
+
+    return AnnouncedBandwidthMedia.__gtype__
+
+
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     """Read the command line.
 
@@ -66,6 +91,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8554)
     parser.add_argument("--mount", default="/test")
     parser.add_argument("--shared", action="store_true")
+    parser.add_argument("--bandwidth-kbps", type=int, default=0)
     return parser.parse_args(argv)
 
 
@@ -77,16 +103,21 @@ def report(*words: str) -> None:
     print(" ".join(words), flush=True)
 
 
-def build_factory(shared: bool) -> GstRtspServer.RTSPMediaFactory:
+def build_factory(
+    shared: bool, bandwidth_kbps: int = 0
+) -> GstRtspServer.RTSPMediaFactory:
     """Make the media factory for the test mount.
 
     :param shared: whether all clients share one media pipeline.
+    :param bandwidth_kbps: the ``b=AS`` value for every stream; 0 for none.
     :returns: a factory allowing UDP and TCP interleaved transports.
     """
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(LAUNCH_LINE)
     factory.set_shared(shared)
     factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP | GstRtsp.RTSPLowerTrans.TCP)
+    if bandwidth_kbps:
+        factory.set_media_gtype(announcing_media_type(bandwidth_kbps))
     return factory
 
 
@@ -137,7 +168,9 @@ def main(argv: list[str]) -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address(options.address)
     server.set_service(str(options.port))
-    server.get_mount_points().add_factory(options.mount, build_factory(options.shared))
+    server.get_mount_points().add_factory(
+        options.mount, build_factory(options.shared, options.bandwidth_kbps)
+    )
     server.connect("client-connected", on_client_connected)
 
     loop = GLib.MainLoop()

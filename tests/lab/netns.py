@@ -7,9 +7,10 @@ edge host running hostednat, and an origin media server (see
     box            gateway                     edge                    media
     192.168.77.10  192.168.77.1 | 198.51.100.2  198.51.100.1 | 203.0.113.1  203.0.113.10
     eth0 -------- lan0      wan0 --------- gw0 [acc0] core0 ---------- eth0
-                                                 |
-                                   intruder ---- intr0
-                                   198.51.100.66 eth0
+                                                 |       racs0 192.0.2.1
+                                   intruder ---- intr0     |
+                                   198.51.100.66 eth0    eth0 192.0.2.20
+                                                         racs (optional)
 
 - **gateway**: ``ip_forward=1``; nftables ``masquerade random`` on ``wan0``
   (random public ports, as carrier-grade NATs do: plain ``masquerade`` keeps
@@ -25,6 +26,10 @@ edge host running hostednat, and an origin media server (see
 - **media**: the origin RTSP server; default route via the edge core address.
 - **intruder**: a third host on the access segment that is not the box and
   can reach the edge's access address; it has no default route.
+- **racs** (only with ``Topology.create(racs=True)``): the SPDF simulator's
+  host, on a link of its own to the edge (``racs0``, 192.0.2.0/24), where
+  hostednat's Diameter client reaches it.  It has no default route: nothing
+  but the edge can talk to it.
 
 Namespace names are ``hn<pid>r<tag>-<role>``: the creating process id and a
 random tag, so concurrent runs never collide and a later run can recognise
@@ -63,6 +68,7 @@ NAME_PATTERN = re.compile(rf"^{NAME_PREFIX}(?P<pid>\d+)r(?P<tag>[0-9a-f]+)-\w+$"
 CLONE_NEWNET = 0x40000000
 
 ROLES = ("box", "gateway", "edge", "media", "intruder")
+RACS_ROLE = "racs"
 
 ADDRESSES: Mapping[str, str] = {
     "box": "192.168.77.10",
@@ -72,6 +78,11 @@ ADDRESSES: Mapping[str, str] = {
     "edge_core": "203.0.113.1",
     "media": "203.0.113.10",
     "intruder": "198.51.100.66",
+}
+
+RACS_ADDRESSES: Mapping[str, str] = {
+    "edge_racs": "192.0.2.1",
+    "racs": "192.0.2.20",
 }
 
 GATEWAY_RULESET = """\
@@ -271,40 +282,53 @@ def remove_stale_namespaces() -> list[str]:
 
 @dataclass
 class Topology:
-    """The five namespaces of the lab, their links, addresses and rules.
+    """The namespaces of the lab, their links, addresses and rules.
 
     Build one with :meth:`create` and always :meth:`destroy` it.
 
     :ivar tag: the unique part of every namespace name.
-    :ivar addr: the lab's addresses by name (see :data:`ADDRESSES`).
+    :ivar racs: whether the optional ``racs`` host is part of it.
+    :ivar addr: the lab's addresses by name (see :data:`ADDRESSES`, and
+        :data:`RACS_ADDRESSES` with the ``racs`` host).
     """
 
     tag: str = field(
         default_factory=lambda: f"{NAME_PREFIX}{os.getpid()}r{secrets.token_hex(3)}"
     )
+    racs: bool = False
     addr: Mapping[str, str] = field(default_factory=lambda: dict(ADDRESSES))
+
+    def __post_init__(self) -> None:
+        if self.racs:
+            self.addr = {**self.addr, **RACS_ADDRESSES}
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The hosts of this topology: :data:`ROLES`, plus ``racs`` if built."""
+        return (*ROLES, RACS_ROLE) if self.racs else ROLES
 
     def ns(self, role: str) -> str:
         """Name the namespace of one lab host.
 
-        :param role: one of :data:`ROLES`.
+        :param role: one of :attr:`roles`.
         :raises KeyError: for an unknown role.
         """
-        if role not in ROLES:
-            raise KeyError(f"no lab host {role!r}; hosts are {', '.join(ROLES)}")
+        if role not in self.roles:
+            raise KeyError(f"no lab host {role!r}; hosts are {', '.join(self.roles)}")
         return f"{self.tag}-{role}"
 
     def names(self) -> list[str]:
         """Name every namespace of this topology."""
-        return [self.ns(role) for role in ROLES]
+        return [self.ns(role) for role in self.roles]
 
     @classmethod
-    def create(cls) -> Topology:
+    def create(cls, racs: bool = False) -> Topology:
         """Build the topology; on any failure remove what was built.
 
+        :param racs: also build the ``racs`` host for the SPDF simulator.
         :raises NetnsError: when a command fails.
         """
-        topology = cls()
+        topology = cls(racs=racs)
         try:
             topology._build()
         except BaseException:
@@ -364,6 +388,8 @@ class Topology:
         self._configure(
             intruder, f"addr add {a['intruder']}/24 dev eth0", "link set eth0 up"
         )
+        if self.racs:
+            self._build_racs()
 
         for name in (gateway, edge):
             write_sysctl(name, "net.ipv4.ip_forward", "1")
@@ -371,6 +397,17 @@ class Topology:
             ["ip", "netns", "exec", gateway, "nft", "-f", "-"],
             stdin=GATEWAY_RULESET,
         )
+
+    def _build_racs(self) -> None:
+        edge, racs = self.ns("edge"), self.ns(RACS_ROLE)
+        run_command(
+            ["ip", "-batch", "-"], stdin=self._veth("racs0", edge, "eth0", racs)
+        )
+        a = self.addr
+        self._configure(
+            edge, f"addr add {a['edge_racs']}/24 dev racs0", "link set racs0 up"
+        )
+        self._configure(racs, f"addr add {a['racs']}/24 dev eth0", "link set eth0 up")
 
     @staticmethod
     def _veth(name: str, netns: str, peer: str, peer_netns: str) -> str:

@@ -13,6 +13,7 @@ replaces itself with the command: the process id is the command's own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -25,13 +26,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .netns import open_socket
 
 LAB_DIRECTORY = Path(__file__).resolve().parent
 MEDIA_SERVER_SCRIPT = LAB_DIRECTORY / "media_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
+
+# The directory of the JSON log observer twistd loads with --logger; only
+# it goes on PYTHONPATH, so that twistd still imports the installed package.
+OBSERVER_DIRECTORY = LAB_DIRECTORY / "twistd_observer"
+JSON_OBSERVER = "lab_json_events.observer"
+RECORD_SEPARATOR = "\x1e"
 
 # Seconds a process gets to exit after SIGTERM before it is killed.
 STOP_GRACE = 5.0
@@ -250,6 +257,11 @@ class BackgroundProcess:
             with self._changed:
                 self._changed.wait(timeout=0.05)
 
+    def stdout_so_far(self) -> list[str]:
+        """A copy of the standard output lines collected so far."""
+        with self._changed:
+            return list(self.stdout_lines)
+
     def lines_matching(self, pattern: str) -> list[str]:
         """Standard output lines so far that contain a pattern.
 
@@ -257,6 +269,32 @@ class BackgroundProcess:
         """
         with self._changed:
             return [line for line in self.stdout_lines if re.search(pattern, line)]
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait for the process to exit on its own, without signalling it.
+
+        :param timeout: seconds to wait.
+        :returns: the exit status, or ``None`` if it still runs.
+        """
+        expires = time.monotonic() + timeout
+        while self.running() and time.monotonic() < expires:
+            time.sleep(0.05)
+        if self.running():
+            return None
+        self._process.wait()
+        self._wait_readers()
+        return self._process.returncode
+
+    def kill(self) -> int:
+        """SIGKILL the group at once, as a crash would end it; reap.
+
+        :returns: the exit status.
+        """
+        if self._process.returncode is None:
+            _signal_group(self._process, signal.SIGKILL)
+            self._process.wait()
+        self._wait_readers()
+        return self._process.returncode
 
     def stop(self, grace: float = STOP_GRACE) -> int:
         """SIGTERM the group, then SIGKILL it after a grace period; reap.
@@ -339,6 +377,7 @@ def start_media_server(
     mount: str = "/test",
     shared: bool = False,
     deadline: float = 15.0,
+    bandwidth_kbps: int = 0,
 ) -> tuple[BackgroundProcess, int]:
     """Start ``media_server.py`` on Debian's Python and wait for ``READY``.
 
@@ -348,6 +387,7 @@ def start_media_server(
     :param mount: the mount path.
     :param shared: whether to use a shared media factory.
     :param deadline: seconds to wait for the listener.
+    :param bandwidth_kbps: announce ``b=AS`` with this value; 0 for none.
     :returns: the process and the port it listens on.
     :raises ProcessFailed: when the server does not come up.
     """
@@ -363,6 +403,8 @@ def start_media_server(
     ]
     if shared:
         argv.append("--shared")
+    if bandwidth_kbps:
+        argv += ["--bandwidth-kbps", str(bandwidth_kbps)]
     server = BackgroundProcess(argv, netns=netns)
     try:
         found = server.wait_ready(r"^READY (\d+)$", deadline)
@@ -384,12 +426,71 @@ def twistd_path() -> str:
     return found
 
 
+def twistd_argv(plugin: str, config_path: Path, json_events: bool) -> list[str]:
+    """The command running a twistd plugin in the foreground.
+
+    :param plugin: ``hostednat`` or ``hostednat-spdf``.
+    :param config_path: the TOML file given with ``--config``.
+    :param json_events: log structured events as JSON lines (see
+        :func:`logged_events`) instead of text.
+    """
+    argv = [twistd_path(), "-n", "--pidfile="]
+    if json_events:
+        argv = ["env", f"PYTHONPATH={OBSERVER_DIRECTORY}", *argv]
+        argv.append(f"--logger={JSON_OBSERVER}")
+    else:
+        argv.append("--logfile=-")
+    return [*argv, plugin, "--config", str(config_path)]
+
+
+def start_twistd(
+    plugin: str,
+    config_text: str,
+    directory: Path,
+    listen: Sequence[tuple[str, int]],
+    netns: str | None = None,
+    deadline: float = 15.0,
+    json_events: bool = False,
+) -> BackgroundProcess:
+    """Write a configuration and run a twistd plugin under ``twistd -n``.
+
+    Readiness is every listed TCP listener accepting a connection, probed
+    from the same namespace, since the log format is not a contract.
+
+    :param plugin: ``hostednat`` or ``hostednat-spdf``.
+    :param config_text: the TOML configuration.
+    :param directory: where to write ``<plugin>.toml`` (also the working
+        directory of the process).
+    :param listen: the addresses and ports of the listeners to probe.
+    :param netns: the namespace to run in, if any.
+    :param deadline: seconds to wait for the listeners.
+    :param json_events: log events as JSON lines (see :func:`logged_events`).
+    :returns: the running process.
+    :raises ProcessFailed: when it exits or does not listen in time; the
+        message carries its output.
+    """
+    config_path = directory / f"{plugin}.toml"
+    config_path.write_text(config_text)
+    argv = twistd_argv(plugin, config_path, json_events)
+    process = BackgroundProcess(argv, netns=netns, cwd=directory)
+    try:
+        process.wait_ready(
+            lambda: all(tcp_accepts(host, port, netns) for host, port in listen),
+            deadline,
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
 def start_hostednat(
     config_text: str,
     directory: Path,
     listen: tuple[str, int],
     netns: str | None = None,
     deadline: float = 15.0,
+    json_events: bool = False,
 ) -> BackgroundProcess:
     """Write a configuration and run hostednat under ``twistd -n``.
 
@@ -402,26 +503,85 @@ def start_hostednat(
     :param listen: the address and port of the RTSP listener to probe.
     :param netns: the namespace to run in, if any.
     :param deadline: seconds to wait for the listener.
+    :param json_events: log events as JSON lines (see :func:`logged_events`).
     :returns: the running process.
     :raises ProcessFailed: when it exits or does not listen in time; the
         message carries its output.
     """
-    config_path = directory / "hostednat.toml"
-    config_path.write_text(config_text)
-    argv = [
-        twistd_path(),
-        "-n",
-        "--pidfile=",
-        "--logfile=-",
-        "hostednat",
-        "--config",
-        str(config_path),
+    return start_twistd(
+        "hostednat", config_text, directory, [listen], netns, deadline, json_events
+    )
+
+
+def logged_events(process: BackgroundProcess) -> list[dict[str, Any]]:
+    """The events a twistd process started with ``json_events`` logged so far.
+
+    Lines that are not JSON event records (a traceback written straight to
+    the terminal, say) are skipped.
+
+    :param process: the twistd process.
+    """
+    found = []
+    for line in process.stdout_so_far():
+        text = line.lstrip(RECORD_SEPARATOR)
+        if not text.startswith("{"):
+            continue
+        try:
+            event = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            found.append(event)
+    return found
+
+
+def events_named(
+    process: BackgroundProcess, key: str, **fields: Any
+) -> list[dict[str, Any]]:
+    """Logged events with ``hostednat_event == key`` and the given fields.
+
+    :param process: a twistd process started with ``json_events``.
+    :param key: a key of ``hostednat.events`` or ``hostednat.diameter.log``.
+    :param fields: field values the events must have.
+    """
+    return [
+        event
+        for event in logged_events(process)
+        if event.get("hostednat_event") == key
+        and all(event.get(name) == value for name, value in fields.items())
     ]
-    proxy = BackgroundProcess(argv, netns=netns, cwd=directory)
-    host, port = listen
+
+
+def wait_for_event(
+    process: BackgroundProcess,
+    key: str,
+    deadline: float = 10.0,
+    count: int = 1,
+    **fields: Any,
+) -> list[dict[str, Any]]:
+    """Wait until a twistd process has logged ``count`` events of a key.
+
+    :param process: a twistd process started with ``json_events``.
+    :param key: the ``hostednat_event`` key.
+    :param deadline: seconds to wait.
+    :param count: how many such events are awaited.
+    :param fields: field values the events must have.
+    :returns: the matching events.
+    :raises ProcessFailed: when the process exits or the deadline passes;
+        the message carries the events seen and the process's output.
+    """
+    found: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        found[:] = events_named(process, key, **fields)
+        return len(found) >= count
+
     try:
-        proxy.wait_ready(lambda: tcp_accepts(host, port, netns), deadline)
-    except BaseException:
-        proxy.stop()
-        raise
-    return proxy
+        process.wait_ready(enough, deadline)
+    except ProcessFailed as failure:
+        seen = sorted({str(e.get("hostednat_event")) for e in logged_events(process)})
+        raise ProcessFailed(
+            f"{count} {key} event(s) {fields or ''} awaited, {len(found)} seen;"
+            f" keys logged: {', '.join(seen)}\n{failure}"
+        ) from None
+    return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -17,19 +18,24 @@ from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 from pyroute2.netlink.nfnetlink.nftsocket import nft_set_elem_list_msg
 
 from hostednat.nat.binding import Endpoint
-from hostednat.nat.conntrack import FlowTuple, delete_message
-from hostednat.nat.netlink import attributes, nla, split_messages
+from hostednat.nat.conntrack import (
+    EntryCounts,
+    FlowTuple,
+    decode_entry,
+    delete_message,
+    get_message,
+)
+from hostednat.nat.kernel_nat import FlowCounts, flow_counts
+from hostednat.nat.netlink import attributes, nest, nla, split_messages
 from hostednat.nat.nftables import (
     BatchWriter,
     Element,
     LegFlow,
     NatTable,
     add_elements,
-    counter_endpoint,
     create_table,
     decode_elements,
     delete_elements,
-    get_elements_message,
     tuple_from_access_element,
     tuple_from_core_element,
 )
@@ -56,25 +62,25 @@ def writer() -> BatchWriter:
 
 
 def by_set(flow: LegFlow, name: str) -> list[Element]:
-    """The elements of ``flow`` that go in set ``name``."""
-    return [element for set_name, element in flow.all_elements() if set_name == name]
+    """The elements of ``flow`` that go in map ``name``."""
+    return [element for set_name, element in flow.map_elements() if set_name == name]
 
 
 def test_install_batch_matches_golden_bytes() -> None:
-    """Installing a leg is begin, three NEWSETELEM and end, byte for byte."""
+    """Installing a leg is begin, two NEWSETELEM and end, byte for byte."""
     batch = writer()
-    for name in ("core", "access", "counters"):
+    for name in ("core", "access"):
         add_elements(batch, "hostednat", name, by_set(FLOW, name))
     finished = batch.finish()
     assert finished.data == golden("install_leg.hex")
     assert finished.begin == 1
-    assert finished.requests == (2, 3, 4)
+    assert finished.requests == (2, 3)
 
 
 def test_remove_batch_matches_golden_bytes() -> None:
-    """Removing a leg is three DELSETELEM of keys only, byte for byte."""
+    """Removing a leg is two DELSETELEM of keys only, byte for byte."""
     batch = writer()
-    for name in ("core", "access", "counters"):
+    for name in ("core", "access"):
         delete_elements(batch, "hostednat", name, by_set(FLOW, name))
     assert batch.finish().data == golden("remove_leg.hex")
 
@@ -85,11 +91,20 @@ def test_conntrack_delete_matches_golden_bytes() -> None:
     assert message == golden("conntrack_delete.hex")
 
 
-def test_counter_get_matches_golden_bytes() -> None:
-    """Reading two counters by key, byte for byte."""
-    keys = [element.key for element in FLOW.counter_elements()]
-    message = get_elements_message(9, "hostednat", "counters", keys)
-    assert message == golden("get_counters.hex")
+def test_conntrack_get_matches_golden_bytes() -> None:
+    """The exact-tuple get of a leg's entry, byte for byte."""
+    message = get_message(9, FLOW.box_tuple())
+    assert message == golden("conntrack_get.hex")
+
+
+def test_conntrack_messages_without_ack_differ_only_in_flags() -> None:
+    """A get or delete in the middle of a run asks for no acknowledgement."""
+    for build in (get_message, delete_message):
+        acked, quiet = build(9, FLOW.box_tuple(), True), build(9, FLOW.box_tuple())
+        assert acked == quiet
+        unacked = build(9, FLOW.box_tuple(), False)
+        assert unacked[6:8] == (0x1).to_bytes(2, "little")
+        assert unacked[:6] + unacked[8:] == acked[:6] + acked[8:]
 
 
 def test_ruleset_matches_golden_bytes() -> None:
@@ -117,9 +132,10 @@ def test_pyroute2_parses_our_element_message() -> None:
     assert value == FLOW.core_element().value
 
 
-def test_pyroute2_parses_our_conntrack_delete() -> None:
+@pytest.mark.parametrize("build", [delete_message, get_message])
+def test_pyroute2_parses_our_conntrack_messages(build: Any) -> None:
     """pyroute2's conntrack parser reads the tuple our encoder wrote."""
-    message = nfct_msg(delete_message(7, FlowTuple(FLOW.public, FLOW.access)))
+    message = nfct_msg(build(7, FlowTuple(FLOW.public, FLOW.access)))
     message.decode()
     tuple_orig = message.get_attr("CTA_TUPLE_ORIG")
     ip = tuple_orig.get_attr("CTA_TUPLE_IP")
@@ -147,17 +163,61 @@ def test_large_element_lists_split_below_the_attribute_limit() -> None:
     assert sum(decoded) == 2000
 
 
-def test_decode_reads_a_kernel_counter_answer() -> None:
-    """A NEWSETELEM answer with a counter expression decodes to its counts."""
-    counter = nla(1, b"counter\0") + nla(
-        2, nla(1, (3000).to_bytes(8, "big")) + nla(2, (15).to_bytes(8, "big"))
+def entry_answer(original: FlowTuple, counts: tuple[int, int, int, int]) -> bytes:
+    """An IPCTNL_MSG_CT_NEW answer as the kernel sends it for a get: the
+    original tuple, then counters per direction (packets, bytes)."""
+    tuple_orig = delete_message(1, original)[20:]
+    orig_packets, orig_bytes, reply_packets, reply_bytes = counts
+    counters = [
+        nest(
+            kind,
+            nla(1, packets.to_bytes(8, "big")),
+            nla(2, octets.to_bytes(8, "big")),
+        )
+        for kind, packets, octets in (
+            (9, orig_packets, orig_bytes),
+            (10, reply_packets, reply_bytes),
+        )
+    ]
+    status = nla(3, (0x1BE).to_bytes(4, "big"))
+    return b"\x02\x00\x00\x00" + tuple_orig + status + b"".join(counters)
+
+
+def test_decode_reads_a_kernel_entry_with_counters() -> None:
+    """A get's answer decodes to its original tuple and both counters."""
+    server_side = FlowTuple(FLOW.server, FLOW.core)
+    entry = decode_entry(entry_answer(server_side, (15, 3000, 2, 200)))
+    assert entry == EntryCounts(server_side, 15, 3000, 2, 200)
+
+
+@pytest.mark.parametrize(
+    ("original", "expected"),
+    [
+        (FlowTuple(FLOW.server, FLOW.core), FlowCounts(15, 3000, 2, 200)),
+        (FLOW.box_tuple(), FlowCounts(2, 200, 15, 3000)),
+    ],
+)
+def test_counts_follow_whoever_sent_first(
+    original: FlowTuple, expected: FlowCounts
+) -> None:
+    """The original direction is towards the box when the server sent first,
+    towards the server when the box did."""
+    payload = entry_answer(original, (15, 3000, 2, 200))
+    assert flow_counts(FLOW, payload) == expected
+
+
+def test_decode_reads_map_elements_back() -> None:
+    """A NEWSETELEM dump answer gives each element's key and value."""
+    element = FLOW.core_element()
+    assert element.value is not None
+    packed = nest(
+        1,
+        nest(1, nla(1, element.key)),
+        nest(2, nla(1, element.value)),
     )
-    element = nla(1, nla(1, nla(1, FLOW.counter_elements()[0].key)) + nla(7, counter))
-    payload = b"\x02\x00\x00\x0a" + nla(1, b"t\0") + nla(2, b"counters\0")
-    payload += nla(3, element)
-    (found,) = decode_elements(payload)
-    assert (found.packets, found.bytes) == (15, 3000)
-    assert counter_endpoint(found.element) == FLOW.access
+    payload = b"\x02\x00\x00\x0a" + nla(1, b"t\0") + nla(2, b"core\0")
+    payload += nest(3, packed)
+    assert decode_elements(payload) == [element]
 
 
 ports = st.integers(min_value=1, max_value=65535)

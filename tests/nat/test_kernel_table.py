@@ -18,6 +18,11 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
+from hostednat.events import (
+    KERNEL_BINDING_FAILED,
+    KERNEL_BINDING_REMOVED,
+    KERNEL_RECONCILED,
+)
 from hostednat.nat.binding import (
     Binding,
     BindingFailed,
@@ -27,15 +32,12 @@ from hostednat.nat.binding import (
     PortPair,
 )
 from hostednat.nat.kernel import (
-    EVENT_KERNEL_FAILED,
-    FlowCounts,
     ForwardedPackets,
     KernelBackendUnavailable,
     KernelBindingTable,
-    KernelNatError,
-    Reconciled,
     check_capability,
 )
+from hostednat.nat.kernel_nat import FlowCounts, KernelNatError, Reconciled
 from hostednat.nat.nftables import LegFlow
 from hostednat.nat.ports import PortPool
 
@@ -64,11 +66,12 @@ class FakeNat:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[LegFlow, ...]]] = []
         self.refuse: int = 0
-        self.counts: dict[Endpoint, tuple[int, int]] = {}
+        self.counts: dict[LegFlow, FlowCounts] = {}
         self.removal: Deferred[Any] | None = None
+        self.reconciled = Reconciled(0, 0)
 
     def start(self) -> Deferred[Reconciled]:
-        return succeed(Reconciled(0, 0))
+        return succeed(self.reconciled)
 
     def install(self, flow: LegFlow) -> Deferred[None]:
         self.calls.append(("install", (flow,)))
@@ -76,18 +79,18 @@ class FakeNat:
             return fail(KernelNatError(f"install {flow.access}", self.refuse))
         return succeed(None)
 
-    def relatch(self, old: LegFlow, new: LegFlow) -> Deferred[None]:
+    def relatch(self, old: LegFlow, new: LegFlow) -> Deferred[FlowCounts | None]:
         self.calls.append(("relatch", (old, new)))
-        return succeed(None)
+        return succeed(self.counts.pop(old, None))
 
-    def remove(self, flow: LegFlow) -> Deferred[Any]:
+    def remove(self, flow: LegFlow) -> Deferred[FlowCounts | None]:
         self.calls.append(("remove", (flow,)))
         if self.removal is not None:
             return self.removal
-        return succeed(FlowCounts(10, 2000, 1, 100))
+        return succeed(self.counts.pop(flow, FlowCounts(10, 2000, 1, 100)))
 
-    def counters(self) -> Deferred[dict[Endpoint, tuple[int, int]]]:
-        return succeed(dict(self.counts))
+    def read(self, flows: list[LegFlow]) -> Deferred[dict[LegFlow, FlowCounts | None]]:
+        return succeed({flow: self.counts.get(flow) for flow in flows})
 
     def stop(self) -> Deferred[None]:
         self.calls.append(("stop", ()))
@@ -203,10 +206,13 @@ def test_second_latch_relatches_in_the_kernel(
 
 
 def test_refused_install_fails_with_503_and_errno(
-    table: KernelBindingTable, nat: FakeNat, events: list[dict[str, Any]]
+    table: KernelBindingTable,
+    nat: FakeNat,
+    reactor: RecordingReactor,
+    events: list[dict[str, Any]],
 ) -> None:
-    """A netlink error fails the latch (503, errno kept), logs its errno and
-    leaves no kernel flow to remove."""
+    """A netlink error fails the latch (503, errno kept), logs its errno,
+    leaves no kernel flow to remove and gives the leg back to Python."""
     nat.refuse = 17
     binding = allocate(table)
     result(table.install(binding, SERVER_RTP, SERVER_RTCP))
@@ -214,8 +220,12 @@ def test_refused_install_fails_with_503_and_errno(
         result(table.latch(binding, Leg.RTP, Endpoint(LOOPBACK, 40000)))
     assert caught.value.status == 503
     assert getattr(caught.value, "errno", None) == 17
-    assert [e["errno"] for e in events if e.get("hostednat_event")] == [17]
-    assert events[0]["hostednat_event"] == EVENT_KERNEL_FAILED
+    failed = [e for e in events if e.get("hostednat_event")]
+    assert [e["errno"] for e in failed] == [17]
+    assert failed[0]["hostednat_event"] == KERNEL_BINDING_FAILED
+
+    rtp = [r for r in reactor.readers if r.state.leg is Leg.RTP]
+    assert all(reader.state.to_box is not None for reader in rtp)
 
     result(table.remove(binding))
     assert [name for name, _flows in nat.calls] == ["install"]
@@ -246,7 +256,7 @@ def test_kernel_counts_join_the_userspace_ones(
     result(table.install(binding, SERVER_RTP, SERVER_RTCP))
     flow = expected_flow(binding, Leg.RTP, Endpoint(LOOPBACK, 40000))
     result(table.latch(binding, Leg.RTP, flow.public))
-    nat.counts = {flow.access: (500, 100_000), flow.core: (3, 300)}
+    nat.counts = {flow: FlowCounts(500, 100_000, 3, 300)}
 
     reactor.advance(2.0)
     counts = table.counters(binding)
@@ -275,6 +285,132 @@ def test_punch_through_the_guard_installs_the_leg(
         box.close()
     assert binding.latched[Leg.RTP] == public
     assert nat.calls == [("install", (expected_flow(binding, Leg.RTP, public),))]
+
+
+def punch(reactor: RecordingReactor, binding: Binding, box: socket.socket) -> Endpoint:
+    """Send one datagram from ``box`` to the RTP access port; let its reader
+    handle it; the source it came from."""
+    box.sendto(b"punch", (LOOPBACK, binding.access.rtp))
+    reader = next(
+        r for r in reactor.readers if r.sock.getsockname()[1] == binding.access.rtp
+    )
+    select.select([reader.sock], [], [], 2.0)
+    reader.doRead()
+    return Endpoint(*box.getsockname())
+
+
+@pytest.fixture
+def boxes() -> Iterator[list[socket.socket]]:
+    """Two UDP sockets on loopback: two ports of the same box IP."""
+    made = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for sock in made:
+        sock.bind((LOOPBACK, 0))
+    yield made
+    for sock in made:
+        sock.close()
+
+
+@pytest.mark.parametrize(("box_talks", "relatched"), [(True, False), (False, True)])
+def test_kernel_traffic_keeps_the_latched_endpoint_alive(
+    table: KernelBindingTable,
+    nat: FakeNat,
+    reactor: RecordingReactor,
+    boxes: list[socket.socket],
+    box_talks: bool,
+    relatched: bool,
+) -> None:
+    """Box packets counted in the kernel keep another port of the box's IP
+    from relatching after relatch_after; without them it relatches."""
+    binding = allocate(table)
+    result(table.install(binding, SERVER_RTP, SERVER_RTCP))
+    first = punch(reactor, binding, boxes[0])
+    flow = expected_flow(binding, Leg.RTP, first)
+    for second in range(1, 7):
+        if box_talks:
+            nat.counts[flow] = FlowCounts(100 * second, 0, second, 0)
+        reactor.advance(2.0)
+
+    other = punch(reactor, binding, boxes[1])
+    assert (binding.latched[Leg.RTP] == other) is relatched
+    calls = [name for name, _flows in nat.calls]
+    assert calls == (["install", "relatch"] if relatched else ["install"])
+
+
+def test_counts_survive_an_entry_that_expires_or_moves(
+    table: KernelBindingTable, nat: FakeNat, reactor: RecordingReactor
+) -> None:
+    """An entry gone between reads keeps its last count; a relatch adds the
+    old entry's final count; removal adds the last entry's."""
+    binding = allocate(table)
+    result(table.install(binding, SERVER_RTP, SERVER_RTCP))
+    old = expected_flow(binding, Leg.RTP, Endpoint(LOOPBACK, 40000))
+    result(table.latch(binding, Leg.RTP, old.public))
+    nat.counts[old] = FlowCounts(100, 1000, 1, 10)
+    reactor.advance(2.0)
+    del nat.counts[old]
+    reactor.advance(2.0)
+    nat.counts[old] = FlowCounts(5, 50, 0, 0)
+    reactor.advance(2.0)
+    assert table.kernel_counts(binding) == FlowCounts(105, 1050, 1, 10)
+
+    new = expected_flow(binding, Leg.RTP, Endpoint(LOOPBACK, 40002))
+    nat.counts[old] = FlowCounts(7, 70, 0, 0)
+    result(table.latch(binding, Leg.RTP, new.public))
+    nat.counts[new] = FlowCounts(20, 200, 2, 20)
+    result(table.remove(binding))
+    assert table.forwarded_packets() == ForwardedPackets(kernel=130, python=0)
+
+
+def test_release_logs_kernel_and_python_counts(
+    table: KernelBindingTable,
+    nat: FakeNat,
+    reactor: RecordingReactor,
+    events: list[dict[str, Any]],
+    boxes: list[socket.socket],
+) -> None:
+    """Each release reports what the kernel and the Python relay forwarded;
+    the punch latched and handed the leg over, so Python relayed nothing."""
+    binding = allocate(table)
+    result(table.install(binding, SERVER_RTP, SERVER_RTCP))
+    public = punch(reactor, binding, boxes[0])
+    nat.counts[expected_flow(binding, Leg.RTP, public)] = FlowCounts(40, 0, 3, 0)
+
+    result(table.remove(binding))
+    (released,) = [
+        e for e in events if e.get("hostednat_event") == KERNEL_BINDING_REMOVED
+    ]
+    assert released["binding"] == binding.binding_id
+    assert released["session"] == "s"
+    counts = {key: released[key] for key in released if key.startswith(("kern", "py"))}
+    assert counts == {
+        "kernel_to_box": 40,
+        "kernel_to_server": 3,
+        "python_to_box": 0,
+        "python_to_server": 0,
+    }
+
+
+def test_start_reports_what_reconciliation_removed(
+    reactor: RecordingReactor, nat: FakeNat, events: list[dict[str, Any]]
+) -> None:
+    """Leftovers of a previous run removed at start are logged with counts."""
+    nat.reconciled = Reconciled(elements=4, conntrack_deleted=2)
+    made = KernelBindingTable(
+        reactor,
+        nat,
+        access_address=LOOPBACK,
+        core_address=LOOPBACK,
+        access_pool=PortPool(26000, 26999),
+        core_pool=PortPool(27000, 27999),
+        latch_window=30.0,
+        relatch_after=10.0,
+    )
+    made._log = Logger(observer=cast(ILogObserver, events.append))
+    assert result(made.start()) == nat.reconciled
+    (reconciled,) = events
+    assert reconciled["hostednat_event"] == KERNEL_RECONCILED
+    assert (reconciled["elements"], reconciled["conntrack_deleted"]) == (4, 2)
+    result(made.close())
 
 
 def test_close_removes_everything_and_stops_the_kernel(

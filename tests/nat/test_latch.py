@@ -273,3 +273,22 @@ def test_rebinding_driven_by_a_clock() -> None:
 
     assert guard.offer(BOX_REBOUND, clock.seconds()) is RELATCHED
     assert guard.latched == BOX_REBOUND
+
+
+def test_refresh_keeps_the_mapping_alive_and_the_window_open() -> None:
+    """A refresh counts as hearing the latched endpoint, but unlike a
+    datagram it does not close a window opened for a relatch."""
+    guard = LatchGuard(BOX_IP, window=30.0, relatch_after=10.0)
+    guard.refresh(1.0)
+    assert guard.last_seen is None
+    guard.open_window(0.0)
+    guard.offer(BOX, 1.0)
+
+    guard.refresh(9.0)
+    guard.refresh(5.0)
+    assert guard.last_seen == 9.0
+    assert guard.offer(BOX_REBOUND, 18.0) is DROPPED_WINDOW
+
+    guard.open_window(20.0)
+    guard.refresh(21.0)
+    assert guard.offer(BOX_REBOUND, 22.0) is RELATCHED

@@ -690,3 +690,110 @@ async def test_observer_may_remove_the_binding_it_hears_about(
 
     assert len(table) == 0
     assert table.totals().latch_datagrams == 1
+
+
+class HookedTable(UserspaceBindingTable):
+    """Records the latches its hook hears of; answers with ``answer``."""
+
+    def __init__(self, reactor: Any, answer: Deferred[None]) -> None:
+        super().__init__(
+            cast(RelayReactor, reactor),
+            access_address=LOOPBACK,
+            core_address=LOOPBACK,
+            access_pool=PortPool(*ACCESS_RANGE),
+            core_pool=PortPool(*CORE_RANGE),
+            latch_window=30.0,
+            relatch_after=10.0,
+        )
+        self.answer = answer
+        self.heard: list[tuple[Binding, Leg, Endpoint]] = []
+
+    def leg_latched(
+        self, binding: Binding, leg: Leg, source: Endpoint
+    ) -> Deferred[None]:
+        """Record the latch; give the prepared answer."""
+        assert binding.latched[leg] == source
+        self.heard.append((binding, leg, source))
+        return self.answer
+
+
+@twisted_test
+async def test_leg_latched_hears_guard_and_explicit_latches(
+    sockets: Sockets, clock: Clock
+) -> None:
+    """The hook runs after every latch; latch() returns its result, and a
+    failure of a guard's latch is dropped, not left unhandled."""
+    refused: Deferred[None] = Deferred()
+    refused.errback(BindingFailed("kernel said no"))
+    table = HookedTable(ClockedReactor(clock), refused)
+    binding = table.allocate(request())
+    box = sockets.udp()
+
+    box.sendto(b"punch", access(binding, Leg.RTCP))
+    await wait_until(lambda: len(table.heard) == 1)
+    table.answer = Deferred()
+    explicit = table.latch(binding, Leg.RTP, Endpoint(LOOPBACK, 9))
+
+    assert table.heard == [
+        (binding, Leg.RTCP, endpoint(box)),
+        (binding, Leg.RTP, Endpoint(LOOPBACK, 9)),
+    ]
+    assert explicit is table.answer
+    table.answer.callback(None)
+    table.close()
+
+
+@twisted_test
+async def test_mark_alive_holds_off_a_rebinding(
+    sockets: Sockets, table: UserspaceBindingTable, clock: Clock
+) -> None:
+    """A leg marked alive does not relatch to another port of the box's IP
+    until it has been silent for relatch_after again."""
+    binding = table.allocate(request())
+    first, second = sockets.udp(), sockets.udp()
+    first.sendto(b"punch", access(binding, Leg.RTP))
+    await wait_until(lambda: Leg.RTP in binding.latched)
+
+    clock.advance(9.0)
+    table.mark_alive(binding, Leg.RTP, clock.seconds())
+    clock.advance(9.0)
+    second.sendto(b"rebound", access(binding, Leg.RTP))
+    await wait_until(counted(table, binding, "dropped_foreign_source", 1))
+    assert binding.latched[Leg.RTP] == endpoint(first)
+
+    clock.advance(1.0)
+    second.sendto(b"rebound", access(binding, Leg.RTP))
+    await wait_until(lambda: binding.latched[Leg.RTP] == endpoint(second))
+
+
+def test_contains_and_iter_follow_allocation(table: UserspaceBindingTable) -> None:
+    """``in`` and iteration show the bindings allocated and not removed."""
+    kept, removed = table.allocate(request()), table.allocate(request())
+    table.remove(removed)
+
+    assert kept in table and removed not in table
+    assert list(table) == [kept]
+
+
+@twisted_test
+async def test_held_leg_relays_nothing_until_resumed(
+    sockets: Sockets, table: UserspaceBindingTable
+) -> None:
+    """A held leg still latches but forwards neither way; resumed, it does."""
+    binding = table.allocate(request())
+    server, box = sockets.udp(), sockets.udp()
+    await table.install(binding, endpoint(server), None)
+    table.hold(binding, Leg.RTP, True)
+
+    box.sendto(b"punch", access(binding, Leg.RTP))
+    await wait_until(lambda: Leg.RTP in binding.latched)
+    server.sendto(b"media", core(binding, Leg.RTP))
+    await wait_until(counted(table, binding, "dropped_before_latch", 1))
+    assert_nothing_waiting(box)
+    assert_nothing_waiting(server)
+
+    table.hold(binding, Leg.RTP, False)
+    server.sendto(b"media", core(binding, Leg.RTP))
+    assert await receive(box) == (b"media", access(binding, Leg.RTP))
+    box.sendto(b"report", access(binding, Leg.RTP))
+    assert await receive(server) == (b"report", core(binding, Leg.RTP))

@@ -489,3 +489,33 @@ def test_second_upstream_on_one_connection_is_relayed() -> None:
         "203.0.113.10",
         "203.0.113.20",
     ]
+
+
+@pytest.mark.parametrize("closing", ["box", "server"])
+def test_hang_up_after_teardown_ends_the_session_as_teardown(closing: str) -> None:
+    """A connection closed before the TEARDOWN answer still ends it as teardown."""
+    admission = ScriptedAdmission()
+    h = Harness(admission=admission)
+    setup_udp(h)
+    stream, _ = admission.established[0]
+    h.box_sends(request("TEARDOWN", BOX_URL, 2, "Session: 8dz_VIbx"))
+    assert h.server_sees().startswith(b"TEARDOWN ")
+
+    if closing == "box":
+        h.box_closes()
+    else:
+        h.server_closes()
+
+    assert admission.ended == [(stream.session_key, "teardown")]
+    assert h.bindings.live == {}
+
+
+def test_answered_teardown_leaves_no_session_behind() -> None:
+    """After an answered TEARDOWN the connection keeps no trace of the session."""
+    h = Harness()
+    setup_udp(h)
+    h.box_sends(request("TEARDOWN", BOX_URL, 2, "Session: 8dz_VIbx"))
+    h.server_sends(answer(200, 2))
+
+    assert h.box._tearing_down == set()
+    assert h.box._sessions == {}

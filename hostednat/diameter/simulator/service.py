@@ -70,10 +70,8 @@ class Spdf:
         def on_request(peer: str, header: Header, message: Any) -> None:
             answer = self.policy.handle(peer, header, message)
             driver.answer(peer, answer)
-            decision = self.policy.decisions[-1] if self.policy.decisions else None
-            if decision is not None and decision.session_id == (
-                messages.session_id_of(message.avps)
-            ):
+            decision = self.policy.last_decision
+            if decision is not None:
                 self.log.info(
                     "SPDF {command} {session}: {result_code}",
                     command=header.command_code,

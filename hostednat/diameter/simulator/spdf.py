@@ -83,6 +83,7 @@ class SpdfPolicy:
             config.binding_output.first_port if config.binding_output else 0
         )
         self.decisions: list[Decision] = []
+        self.last_decision: Decision | None = None
         self._usage: dict[str, int] = {}
         self._total = 0
 
@@ -98,7 +99,12 @@ class SpdfPolicy:
         self._total += change
 
     def handle(self, peer: str, header: Header, message: Any) -> bytes:
-        """The answer to a request the AF sent on connection ``peer``."""
+        """The answer to a request the AF sent on connection ``peer``.
+
+        :attr:`last_decision` then holds the decision on an AAR or STR, and
+        ``None`` after any other request.
+        """
+        self.last_decision = None
         session_id = messages.session_id_of(message.avps)
         if header.command_code == Command.AA:
             return self._aa(peer, header, message, session_id or "")
@@ -193,15 +199,14 @@ class SpdfPolicy:
     ) -> None:
         if record is not None:
             subscriber = record.subscriber
-        self.decisions.append(
-            Decision(
-                header.command_code,
-                session_id,
-                subscriber,
-                result,
-                record.bandwidth if record else 0,
-            )
+        self.last_decision = Decision(
+            header.command_code,
+            session_id,
+            subscriber,
+            result,
+            record.bandwidth if record else 0,
         )
+        self.decisions.append(self.last_decision)
         if len(self.decisions) > 2000:
             del self.decisions[:-1000]
 
