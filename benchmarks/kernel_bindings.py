@@ -42,7 +42,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from hostednat.nat.binding import Endpoint
-from hostednat.nat.kernel import KernelNat
+from hostednat.nat.kernel_nat import KernelNat
 from hostednat.nat.nftables import LegFlow, NatTable
 
 SENDER, CORE, ACCESS, RECEIVER = (
