@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -42,21 +42,11 @@ from twisted.python.failure import Failure
 
 from hostednat import events
 from hostednat.config import NatConfig, RtspConfig
-from hostednat.nat.binding import (
-    Binding,
-    BindingRequest,
-    BindingTable,
-    NoPortsAvailable,
-)
-from hostednat.proxy.admission import (
-    Admission,
-    AdmissionHook,
-    AdmissionRefused,
-    StreamDescription,
-)
-from hostednat.proxy.media import SetupPlan, answer_to_box, plan_setup, server_endpoints
+from hostednat.nat.binding import BindingTable
+from hostednat.proxy.admission import AdmissionHook
 from hostednat.proxy.routing import Router, RouteRefused, Target, UrlMap
 from hostednat.proxy.session import RtspSession, SessionTable
+from hostednat.proxy.setup import SetupStep
 from hostednat.rtsp.errors import REASONS, RtspError
 from hostednat.rtsp.headers import format_via, parse_session, rewrite_rtp_info_urls
 from hostednat.rtsp.message import (
@@ -68,12 +58,12 @@ from hostednat.rtsp.message import (
 )
 from hostednat.rtsp.parser import RtspParser
 from hostednat.rtsp.sdp import (
+    MediaDescription,
     SessionDescription,
     match_media,
     parse_sdp,
     rewrite_controls,
 )
-from hostednat.rtsp.transport import parse_transport
 
 AnswerHook = Callable[[Response], None]
 
@@ -151,7 +141,7 @@ class BoxConnection(Protocol):
     log = Logger()
 
     def __init__(self, factory: ProxyFactory, serial: int) -> None:
-        self.factory = factory
+        self.proxy = factory
         self.serial = serial
         self.clock: IReactorTime = factory.reactor
         config = factory.rtsp
@@ -179,10 +169,10 @@ class BoxConnection(Protocol):
     def connectionMade(self) -> None:
         self.box_address = self.transport.getPeer().host  # type: ignore[union-attr]
         _no_delay(self.transport)
-        self.factory.connections.add(self)
+        self.proxy.connections.add(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.factory.connections.discard(self)
+        self.proxy.connections.discard(self)
         self._closing = True
         self._queue.clear()
         for slot in self._slots:
@@ -265,7 +255,7 @@ class BoxConnection(Protocol):
             if waiting is not None and not waiting.called:
                 self._busy = True
                 waiting.addBoth(self._resume)
-        if len(self._slots) >= self.factory.rtsp.max_pipelined and not self._paused:
+        if len(self._slots) >= self.proxy.rtsp.max_pipelined and not self._paused:
             self._paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
@@ -278,10 +268,10 @@ class BoxConnection(Protocol):
     def _process(self, request: Request, slot: Slot) -> Deferred[None] | None:
         if "Proxy-Require" in request.headers:
             tags = ", ".join(request.headers.get_all("Proxy-Require"))
-            self._answer_locally(slot, 551, [("Unsupported", tags)])
+            self.answer_locally(slot, 551, [("Unsupported", tags)])
             return None
         try:
-            target = self.factory.router.resolve(request.uri)
+            target = self.proxy.router.resolve(request.uri)
         except RouteRefused as refused:
             self.log.info(
                 "refused {method} {uri}: {status}",
@@ -290,19 +280,19 @@ class BoxConnection(Protocol):
                 uri=request.uri,
                 status=refused.status,
             )
-            self._answer_locally(slot, refused.status)
+            self.answer_locally(slot, refused.status)
             return None
         if self._target is None:
             self._target, self._urls = target, target.urls
             return self._connect(request, slot)
         if target.authority != self._target.authority:
-            self._answer_locally(slot, 400)
+            self.answer_locally(slot, 400)
             return None
         return self._dispatch(request, slot, target.urls)
 
     def _connect(self, request: Request, slot: Slot) -> Deferred[None]:
         assert self._target is not None
-        connecting = self.factory.connect_upstream(self._target, self)
+        connecting = self.proxy.connect_upstream(self._target, self)
 
         def connected(upstream: UpstreamConnection) -> Deferred[None] | None:
             if self._closing:
@@ -333,24 +323,24 @@ class BoxConnection(Protocol):
         session = self._session_of(request)
         method = request.method
         if method == "SETUP":
-            return self._setup(request, slot, session)
+            return SetupStep(self, request, slot, session).start()
         if method == "TEARDOWN" and session is not None:
             if request.uri not in session.streams or len(session.streams) < 2:
                 self._tearing_down.add(session)
             slot.on_answer = lambda answer: self._torn_down(session, request.uri)
         elif method == "DESCRIBE":
             slot.on_answer = lambda answer: self._described(request.uri, answer)
-        self._send(request, slot)
+        self.send(request, slot)
         return None
 
-    def _send(self, request: Request, slot: Slot) -> None:
+    def send(self, request: Request, slot: Slot) -> None:
         if self.upstream is None:
-            self._answer_locally(slot, 502)
+            self.answer_locally(slot, 502)
             return
         request.headers.add("Via", format_via(request.version, self._via))
         self.upstream.transport.write(request.serialize())  # type: ignore[union-attr]
         slot.timer = self.clock.callLater(
-            self.factory.rtsp.response_timeout, self._timed_out, slot
+            self.proxy.rtsp.response_timeout, self._timed_out, slot
         )
         self._outstanding.append(slot)
 
@@ -362,169 +352,39 @@ class BoxConnection(Protocol):
             session_id, _ = parse_session(value)
             session = self._sessions.get(session_id)
         if session is not None:
-            self.factory.sessions.touch(session)
+            self.proxy.sessions.touch(session)
         return session
 
-    # -- SETUP: the hosted-NAT step ---------------------------------------------
+    def open_session(self, request: Request) -> RtspSession:
+        """Start a session for a SETUP that named none the proxy knows."""
+        session = self.proxy.sessions.open(self.box_address, self)
+        key = _id(request) if "Session" in request.headers else None
+        self._sessions[key] = session
+        return session
 
-    def _setup(
-        self, request: Request, slot: Slot, session: RtspSession | None
-    ) -> Deferred[None] | None:
-        value = request.headers.get("Transport")
-        if value is None:
-            self._send(request, slot)
-            return None
-        try:
-            plan = plan_setup(parse_transport(value), self.box_address)
-        except RtspError as error:
-            self._answer_locally(slot, error.status)
-            return None
-        if plan.dropped_destination:
-            self.log.warn(
-                "dropped a third-party destination from {box}",
-                hostednat_event=events.REFLECTION_BLOCKED,
-                box=self.box_address,
-            )
-        if not plan.specs:
-            self._answer_locally(slot, 461)
-            return None
-        if session is None:
-            session = self.factory.sessions.open(self.box_address, self)
-            self._sessions[_id(request) if "Session" in request.headers else None] = (
-                session
-            )
-        if not plan.hosted:
-            request.headers.set("Transport", plan.passthrough())
-            slot.on_answer = lambda answer: self._setup_answered(
-                answer, request.uri, session, plan, None
-            )
-            self._send(request, slot)
-            return None
-        return self._setup_hosted(request, slot, session, plan)
-
-    def _setup_hosted(
-        self, request: Request, slot: Slot, session: RtspSession, plan: SetupPlan
-    ) -> Deferred[None] | None:
-        assert plan.box_ports is not None
-        factory = self.factory
-        try:
-            binding = factory.bindings.allocate(
-                BindingRequest(self.box_address, plan.box_ports, session.key)
-            )
-        except NoPortsAvailable as error:
-            self.log.warn(
-                "no free media ports for {box}",
-                hostednat_event=events.BINDING_EXHAUSTED,
-                box=self.box_address,
-            )
-            self._answer_locally(slot, error.status)
-            return None
-        self.log.info(
-            "binding {binding} allocated: access {access} core {core}",
-            hostednat_event=events.BINDING_ALLOCATED,
-            binding=binding.binding_id,
-            session=session.key,
-            access=str(binding.access),
-            core=str(binding.core),
-        )
-        stream = self._describe_stream(request, session, plan, binding)
-
-        def admitted(admission: Admission) -> None:
-            transport = plan.for_server(binding, factory.nat.send_destination)
-            request.headers.set("Transport", transport)
-            slot.on_answer = lambda answer: self._setup_answered(
-                answer, request.uri, session, plan, binding, stream
-            )
-            self._send(request, slot)
-
-        def refused(failure: Failure) -> None:
-            factory.sessions.release(binding, "admission refused")
-            if failure.check(AdmissionRefused):
-                error: AdmissionRefused = failure.value  # type: ignore[assignment]
-                self.log.info(
-                    "admission refused {status} for {box}: {cause}",
-                    hostednat_event=events.ADMISSION_REFUSED,
-                    status=error.status,
-                    box=self.box_address,
-                    cause=error.cause,
-                )
-                self._answer_locally(slot, error.status, list(error.headers.items()))
-            else:
-                self.log.failure("admission failed", failure)
-                self._answer_locally(slot, 500)
-
-        return maybeDeferred(factory.admission.admit, stream).addCallbacks(
-            admitted, refused
-        )
-
-    def _describe_stream(
-        self, request: Request, session: RtspSession, plan: SetupPlan, binding: Binding
-    ) -> StreamDescription:
-        media = None
+    def media_for(self, url: str) -> MediaDescription | None:
+        """The SDP media section the control URL ``url`` names, if known."""
         for base, sdp in self._sdp.values():
-            media = match_media(sdp, base, request.uri)
+            media = match_media(sdp, base, url)
             if media is not None:
-                break
-        return StreamDescription(
-            session_key=session.key,
-            box_address=self.box_address,
-            box_ports=plan.box_ports,
-            lower_transport="UDP",
-            control_url=request.uri,
-            media=media,
-            media_index=media.index if media is not None else 0,
-            binding=binding,
-        )
+                return media
+        return None
 
-    def _setup_answered(
-        self,
-        answer: Response,
-        url: str,
-        session: RtspSession,
-        plan: SetupPlan,
-        binding: Binding | None,
-        stream: StreamDescription | None = None,
-    ) -> None:
-        sessions = self.factory.sessions
-        if not 200 <= answer.status < 300:
-            if binding is not None:
-                sessions.release(binding, f"setup answered {answer.status}")
-            return
-        value = answer.headers.get("Session")
-        if value is not None:
-            session = self._identify(session, value)
-        chosen = _chosen_spec(answer)
-        if binding is None or chosen is None or chosen.lower_transport != "UDP":
-            if binding is not None:
-                sessions.release(binding, "server chose another transport")
-            sessions.set_stream(session, url, "TCP", None)
-            return
-        server = server_endpoints(chosen, self._server_address())
-        if server is not None:
-            self.factory.bindings.install(binding, server[0], server[1])
-        answer.headers.set("Transport", answer_to_box(chosen, plan, binding))
-        sessions.set_stream(session, url, "UDP", binding)
-        if stream is not None:
-            established = self.factory.admission.stream_established(
-                stream, server[0] if server else None
-            )
-            established.addErrback(lambda f: self.log.failure("admission update", f))
-
-    def _identify(self, session: RtspSession, value: str) -> RtspSession:
+    def identify(self, session: RtspSession, value: str) -> RtspSession:
         """Key ``session`` by the server's id; join it to a known one."""
         session_id, timeout = parse_session(value)
         if self._sessions.get(None) is session:
             del self._sessions[None]
         known = self._sessions.get(session_id)
         if known is not None and known is not session:
-            self.factory.sessions.merge(known, session)
+            self.proxy.sessions.merge(known, session)
             session = known
         self._sessions[session_id] = session
-        self.factory.sessions.identify(session, session_id, timeout)
+        self.proxy.sessions.identify(session, session_id, timeout)
         return session
 
     def _torn_down(self, session: RtspSession, url: str) -> None:
-        sessions = self.factory.sessions
+        sessions = self.proxy.sessions
         if url in session.streams and len(session.streams) > 1:
             sessions.drop_stream(session, url, "teardown")
             return
@@ -571,7 +431,7 @@ class BoxConnection(Protocol):
         self.log.warn(
             "malformed RTSP from upstream: {error}",
             hostednat_event=events.MALFORMED,
-            peer=self._server_address(),
+            peer=self.server_address(),
             status=error.status,
             error=str(error),
         )
@@ -627,7 +487,7 @@ class BoxConnection(Protocol):
 
     # -- answers to the box, in order --------------------------------------------
 
-    def _answer_locally(
+    def answer_locally(
         self, slot: Slot, status: int, headers: list[tuple[str, str]] | None = None
     ) -> None:
         slot.answer = make_response(slot.request, status, headers=headers or ())
@@ -638,7 +498,7 @@ class BoxConnection(Protocol):
         write = self.transport.write  # type: ignore[union-attr]
         while slots and slots[0].answer is not None:
             write(slots.popleft().answer.serialize())  # type: ignore[union-attr]
-        if self._paused and len(slots) < self.factory.rtsp.max_pipelined:
+        if self._paused and len(slots) < self.proxy.rtsp.max_pipelined:
             self._paused = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
         if self._closing and not slots:
@@ -649,7 +509,7 @@ class BoxConnection(Protocol):
         self.log.warn(
             "upstream {upstream} did not answer {method} in time",
             hostednat_event=events.UPSTREAM_TIMEOUT,
-            upstream=self._server_address(),
+            upstream=self.server_address(),
             method=slot.request.method,
         )
         self._fail_outstanding(504)
@@ -675,11 +535,11 @@ class BoxConnection(Protocol):
     def _end_sessions(self, cause: str) -> None:
         for session in set(self._sessions.values()):
             ended = "teardown" if session in self._tearing_down else cause
-            self.factory.sessions.end(session, ended)
+            self.proxy.sessions.end(session, ended)
         self._sessions.clear()
         self._tearing_down.clear()
 
-    def _server_address(self) -> str:
+    def server_address(self) -> str:
         if self.upstream is None or self.upstream.transport is None:
             return self._target.host if self._target is not None else ""
         return str(self.upstream.transport.getPeer().host)  # type: ignore[attr-defined]
@@ -689,7 +549,7 @@ class UpstreamConnection(Protocol):
     """The proxy's connection to the RTSP server for one box connection."""
 
     def __init__(self, box: BoxConnection) -> None:
-        config = box.factory.rtsp
+        config = box.proxy.rtsp
         self.box = box
         self._parser = RtspParser(config.max_header_bytes, config.max_body_bytes)
         self._failed = False
@@ -731,17 +591,6 @@ _NO_REQUEST = Request("", "", "RTSP/1.0", Headers())
 
 def _id(request: Request) -> str:
     return parse_session(request.headers.get("Session") or "")[0]
-
-
-def _chosen_spec(answer: Response) -> Any:
-    value = answer.headers.get("Transport")
-    if value is None:
-        return None
-    try:
-        specs = parse_transport(value)
-    except RtspError:
-        return None
-    return specs[0] if specs else None
 
 
 def _no_delay(transport: object) -> None:
