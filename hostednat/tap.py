@@ -10,25 +10,40 @@ from twisted.python import usage
 from hostednat.config import Config, ConfigError, load
 
 
-class Options(usage.Options):
-    """Options of ``twistd hostednat``."""
+class ConfigFileOptions(usage.Options):
+    """Options of a twistd plugin configured by one TOML file.
+
+    The file is read and checked while the options are parsed, so that a bad
+    file stops twistd with a usage error naming the key, before anything
+    listens.  Subclasses name their loader.
+    """
 
     synopsis = "--config FILE"
-    longdesc = (
-        "Hosted-NAT RTSP proxy: relays RTSP between set-top boxes behind a NAPT "
-        "gateway and media servers, and carries UDP media across the NAT."
-    )
     optParameters: ClassVar[list[list[Any]]] = [
-        ["config", "c", None, "TOML configuration file (see conf/hostednat.toml)."],
+        ["config", "c", None, "TOML configuration file (examples in conf/)."],
     ]
+
+    @staticmethod
+    def loader(path: str) -> Any:
+        """Read and check the file at ``path``; raise ConfigError if unusable."""
+        return load(path)
 
     def postOptions(self) -> None:
         if self["config"] is None:
             raise usage.UsageError("--config is required")
         try:
-            self["parsed"] = load(self["config"])
+            self["parsed"] = self.loader(self["config"])
         except ConfigError as error:
             raise usage.UsageError(f"configuration error: {error}") from None
+
+
+class Options(ConfigFileOptions):
+    """Options of ``twistd hostednat``."""
+
+    longdesc = (
+        "Hosted-NAT RTSP proxy: relays RTSP between set-top boxes behind a NAPT "
+        "gateway and media servers, and carries UDP media across the NAT."
+    )
 
 
 def makeService(options: Options) -> IService:

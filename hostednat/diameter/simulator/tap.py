@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from twisted.application.service import IService
-from twisted.python import usage
 
-from hostednat.config import ConfigError
 from hostednat.diameter.simulator.config import load
+from hostednat.tap import ConfigFileOptions
 
 
-class Options(usage.Options):
+class Options(ConfigFileOptions):
     """Options of ``twistd hostednat-spdf``."""
 
-    synopsis = "--config FILE"
     longdesc = (
         "SPDF (RACS) simulator answering Gq' or Rx requests from hostednat, "
         "with bandwidth budgets, forced result codes and an admin endpoint "
         "that sends RAR or ASR."
     )
-    optParameters: ClassVar[list[list[Any]]] = [
-        ["config", "c", None, "TOML configuration file (see conf/spdf.toml)."],
-    ]
 
-    def postOptions(self) -> None:
-        if self["config"] is None:
-            raise usage.UsageError("--config is required")
-        try:
-            self["parsed"] = load(self["config"])
-        except ConfigError as error:
-            raise usage.UsageError(f"configuration error: {error}") from None
+    @staticmethod
+    def loader(path: str) -> Any:
+        """Read and check the simulator's file at ``path``."""
+        return load(path)
 
 
 def makeService(options: Options) -> IService:
