@@ -279,7 +279,7 @@ class KernelBindingTable(UserspaceBindingTable):
                     self.hold(binding, leg, False)
                 else:
                     self._flows[key] = old
-            self._failed("install", failure, binding, leg)
+            self._failed("install" if old is None else "relatch", failure, binding, leg)
             return failure
 
         changed.addCallbacks(lambda _: None, refused)
@@ -330,15 +330,13 @@ class KernelBindingTable(UserspaceBindingTable):
         self._removing.discard(binding)
         return super().remove(binding)
 
-    def _failed(
-        self, what: str, failure: Failure, binding: Binding, leg: Leg | None
-    ) -> None:
+    def _failed(self, what: str, failure: Failure, binding: Binding, leg: Leg) -> None:
         self._log.error(
             "Kernel could not {what} binding {binding} {leg}: {error}",
             hostednat_event=events.KERNEL_BINDING_FAILED,
             what=what,
             binding=binding.binding_id,
-            leg=leg.value if leg is not None else "",
+            leg=leg.value,
             error=failure.getErrorMessage(),
             errno=getattr(failure.value, "errno", None),
         )

@@ -16,35 +16,13 @@ twice (loopback, ``benchmarks/relay_pps.py``) to three times (lab notes,
 ``recvfrom``/``sendto`` loop; this relay spends about as much as the bare
 loop.
 
-Core side.  A datagram from any source is media for the leg: the core
-network is the operator's, servers sometimes send from a port other than
-the ``server_port`` they announced, and skipping the source check keeps the
-hot path to one ``recv_into`` and one ``sendto``.  Before the leg latches
-the datagram is dropped and counted (``dropped_before_latch``; reference
-7.2 rule 7); after, it leaves from the *access socket of the same leg*, the
-port the box punched to, towards the latched endpoint (rule 5), so that an
-address- and port-dependent filter in the home gateway lets it in.
-
-Access side.  Every datagram goes through the leg's
-:class:`~hostednat.nat.latch.LatchGuard`, with the reactor's time.  A
-datagram that latches (or relatches) records ``binding.latched[leg]`` and
-tells the observer.  Datagrams from the latched endpoint (RTCP receiver
-reports, further punches) leave from the core socket of the same leg
-towards the server's endpoint for that leg once :meth:`install` gave it,
-and are dropped before that.  Refused datagrams are counted: from another IP,
-or from another port of the box's IP while the latched endpoint is live,
-as ``dropped_foreign_source`` (rule 6); from the box's IP with nothing
-latched and no window open, as ``dropped_before_latch``.
-
+What each socket does with a datagram is in :mod:`hostednat.nat.relay`.
 Nothing is logged per datagram; counts accumulate per binding and are added
 to the table's totals when a binding is removed.
 
-Hooks for a subclass that forwards a latched leg elsewhere (the kernel
-table, :mod:`hostednat.nat.kernel`): :meth:`UserspaceBindingTable.leg_latched`
-is called after every latch, whether the guard or :meth:`latch` made it,
-and :meth:`UserspaceBindingTable.mark_alive` tells a leg's guard that its
-latched endpoint was heard on a path whose datagrams never reach the
-access socket.
+A subclass that forwards latched legs elsewhere (:mod:`hostednat.nat.kernel`)
+uses three hooks: ``leg_latched`` (after every latch), ``hold`` and
+``mark_alive``.
 
 Not supported: policing to the authorised bandwidth (rule 7), filtering
 punch payloads before they reach the server (rule 9: all accepted datagrams
@@ -66,7 +44,6 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from hostednat import events
 from hostednat.nat.binding import (
@@ -80,8 +57,9 @@ from hostednat.nat.binding import (
     NoPortsAvailable,
     PortPair,
 )
-from hostednat.nat.latch import LatchDecision, LatchGuard
+from hostednat.nat.latch import LatchGuard
 from hostednat.nat.ports import PortPool
+from hostednat.nat.relay import AccessReader, CoreReader, LegState, Reader
 
 __all__ = ["EVENT_OBSERVER_FAILED", "UserspaceBindingTable"]
 
@@ -123,175 +101,11 @@ class RelayReactor(Protocol):
 
 
 @attrs.define(eq=False)
-class _LegState:
-    """The mutable state of one leg, shared by its two readers."""
-
-    binding: Binding
-    leg: Leg
-    guard: LatchGuard
-    counters: BindingCounters
-    to_box: tuple[str, int] | None = None
-    to_server: tuple[str, int] | None = None
-    held: bool = False
-
-    def aim(self) -> None:
-        """Point the relay at the leg's latched and server endpoints, or
-        nowhere while it is held."""
-        latched = None if self.held else self.binding.latched.get(self.leg)
-        server = None if self.held else self.binding.server.get(self.leg)
-        self.to_box = None if latched is None else (latched.host, latched.port)
-        self.to_server = None if server is None else (server.host, server.port)
-
-
-@attrs.define(eq=False)
 class _BindingState:
     binding: Binding
     counters: BindingCounters
-    legs: dict[Leg, _LegState]
-    readers: list[_Reader]
-
-
-@implementer(IReadDescriptor)
-class _Reader:
-    """One socket of a leg, registered with the reactor."""
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        peer: socket.socket,
-        state: _LegState,
-        buffer: bytearray,
-        batch: int,
-    ) -> None:
-        self.sock = sock
-        self.state = state
-        self._fileno = sock.fileno()
-        self._buffer = buffer
-        self._view = memoryview(buffer)
-        self._batch = range(batch)
-        self._send = peer.sendto
-
-    def fileno(self) -> int:
-        """The socket's descriptor, or -1 once closed."""
-        return self._fileno
-
-    def logPrefix(self) -> str:
-        """Prefix for log events emitted while this reader runs."""
-        return "hostednat-relay"
-
-    def connectionLost(self, reason: Failure) -> None:
-        """Close the socket; the reactor has stopped watching it."""
-        self.close()
-
-    def close(self) -> None:
-        """Close the socket; safe to call more than once."""
-        self._fileno = -1
-        self.sock.close()
-
-    def doRead(self) -> None:
-        """Handle the datagrams waiting on the socket."""
-        raise NotImplementedError
-
-
-class _CoreReader(_Reader):
-    """Media from the server: relayed to the latched endpoint, or dropped."""
-
-    def doRead(self) -> None:
-        """Relay up to a batch of datagrams from the core socket."""
-        recv_into = self.sock.recv_into
-        buffer = self._buffer
-        view = self._view
-        send = self._send
-        destination = self.state.to_box
-        packets = octets = dropped = 0
-
-        if destination is None:
-            for _ in self._batch:
-                try:
-                    recv_into(buffer)
-                except BlockingIOError:
-                    break
-                dropped += 1
-        else:
-            for _ in self._batch:
-                try:
-                    size = recv_into(buffer)
-                except BlockingIOError:
-                    break
-                try:
-                    send(view[:size], destination)
-                except OSError:
-                    # A full send buffer or an unreachable box: the datagram
-                    # is lost, as it would be on the wire.
-                    continue
-                packets += 1
-                octets += size
-
-        counters = self.state.counters
-        counters.packets_to_box += packets
-        counters.bytes_to_box += octets
-        counters.dropped_before_latch += dropped
-
-
-class _AccessReader(_Reader):
-    """Datagrams from the box's side: latching, then RTCP to the server."""
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        peer: socket.socket,
-        state: _LegState,
-        buffer: bytearray,
-        batch: int,
-        table: UserspaceBindingTable,
-    ) -> None:
-        super().__init__(sock, peer, state, buffer, batch)
-        self._table = table
-
-    def doRead(self) -> None:
-        """Judge and forward up to a batch of datagrams."""
-        state = self.state
-        guard = state.guard
-        counters = state.counters
-        now = self._table.reactor.seconds()
-
-        for _ in self._batch:
-            try:
-                size, address = self.sock.recvfrom_into(self._buffer)
-            except BlockingIOError:
-                break
-            source = Endpoint(address[0], address[1])
-            decision = guard.offer(source, now)
-
-            if decision is LatchDecision.DROPPED_FOREIGN:
-                counters.dropped_foreign_source += 1
-                continue
-            if decision is LatchDecision.DROPPED_WINDOW:
-                if guard.latched is None:
-                    counters.dropped_before_latch += 1
-                else:
-                    counters.dropped_foreign_source += 1
-                continue
-            if decision.latches:
-                counters.latch_datagrams += 1
-                self._table._latched(state, source)
-                if self._fileno == -1:
-                    # The observer removed the binding.
-                    return
-
-            self._forward(size)
-
-    def _forward(self, size: int) -> None:
-        destination = self.state.to_server
-        if destination is None:
-            return
-        try:
-            self._send(self._view[:size], destination)
-        except OSError:
-            return
-        counters = self.state.counters
-        counters.packets_to_server += 1
-        counters.bytes_to_server += size
+    legs: dict[Leg, LegState]
+    readers: list[Reader]
 
 
 class UserspaceBindingTable:
@@ -441,25 +255,18 @@ class UserspaceBindingTable:
     def leg_latched(
         self, binding: Binding, leg: Leg, source: Endpoint
     ) -> Deferred[None]:
-        """Hook: ``leg`` of ``binding`` now sends to ``source``.
+        """Hook, after every latch: ``leg`` of ``binding`` now sends to ``source``.
 
-        Called for every latch and relatch, after ``binding.latched`` and
-        the relay are updated: from :meth:`latch`, which returns the result,
-        and from the access socket's guard, which has nobody to give it to
-        and drops a failure.  An override therefore reports its own
-        failures.  This one does nothing.
+        :meth:`latch` returns the result; a guard's latch has nobody to give
+        it to and drops a failure, so an override reports its own.
         """
         return succeed(None)
 
     def mark_alive(self, binding: Binding, leg: Leg, now: float) -> None:
-        """Tell ``leg``'s guard that its latched endpoint was heard at ``now``.
-
-        For datagrams this table never reads (the kernel forwards them):
-        without it, the guard would take the endpoint for silent and let
-        another port of the box's IP relatch the leg (reference 7.2 rule
-        3b).  An open latch window stays open.  Nothing happens for a
-        binding, leg or guard this table does not hold or that never
-        latched.
+        """Tell ``leg``'s guard that its latched endpoint was heard at ``now``,
+        on a path this table does not read (the kernel's), so that rule 3b
+        does not relatch a leg whose box still talks.  See
+        :meth:`LatchGuard.refresh <hostednat.nat.latch.LatchGuard.refresh>`.
         """
         state = self._bindings.get(binding)
         if state is not None and leg in state.legs:
@@ -468,12 +275,9 @@ class UserspaceBindingTable:
     def hold(self, binding: Binding, leg: Leg, held: bool) -> None:
         """Stop (``held``) or resume relaying ``leg`` in Python, both ways.
 
-        For a subclass that hands the leg to another forwarder (the kernel):
-        a datagram Python relayed after the handover would leave a conntrack
-        entry that diverts the leg's media from the kernel's NAT back to
-        this table's socket.  A held leg's datagrams are still read and
-        judged by its guard; those from the core side count as dropped.
-        Nothing happens for a binding or leg this table does not hold.
+        For a leg handed to another forwarder (the kernel).  Its datagrams
+        are still read and judged by its guard; core-side ones count as
+        dropped.
         """
         state = self._bindings.get(binding)
         if state is not None and leg in state.legs:
@@ -541,18 +345,26 @@ class UserspaceBindingTable:
         access: socket.socket,
         core: socket.socket,
     ) -> None:
-        leg_state = _LegState(state.binding, leg, guard, state.counters)
+        leg_state = LegState(state.binding, leg, guard, state.counters)
         state.legs[leg] = leg_state
         batch = self._read_batch
         readers = [
-            _AccessReader(access, core, leg_state, self._buffer, batch, self),
-            _CoreReader(core, access, leg_state, self._buffer, batch),
+            AccessReader(
+                access,
+                core,
+                leg_state,
+                self._buffer,
+                batch,
+                self.reactor.seconds,
+                self._latched,
+            ),
+            CoreReader(core, access, leg_state, self._buffer, batch),
         ]
         for reader in readers:
             state.readers.append(reader)
             self.reactor.addReader(reader)
 
-    def _latched(self, leg_state: _LegState, source: Endpoint) -> None:
+    def _latched(self, leg_state: LegState, source: Endpoint) -> None:
         """Called by an access reader when its guard (re)latched."""
         self._record_latch(leg_state, source)
         following = self.leg_latched(leg_state.binding, leg_state.leg, source)
@@ -572,7 +384,7 @@ class UserspaceBindingTable:
                 leg=leg_state.leg.value,
             )
 
-    def _record_latch(self, leg_state: _LegState, source: Endpoint) -> None:
+    def _record_latch(self, leg_state: LegState, source: Endpoint) -> None:
         leg_state.binding.latched[leg_state.leg] = source
         leg_state.aim()
 

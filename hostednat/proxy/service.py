@@ -82,7 +82,6 @@ def make_binding_table(config: Config, reactor: Any) -> BindingTable:
 
     access_pool = PortPool(nat.access_ports.first, nat.access_ports.last)
     core_pool = PortPool(nat.core_ports.first, nat.core_ports.last)
-
     return UserspaceBindingTable(
         reactor,
         access_address=nat.access_address,
@@ -113,6 +112,8 @@ def exit_after_stop(reactor: Any, status: int) -> None:
     atexit.register(leave)
     if reactor.running:
         reactor.stop()
+    else:
+        reactor.callWhenRunning(reactor.stop)
 
 
 class ProxyService(Service):

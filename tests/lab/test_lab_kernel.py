@@ -22,6 +22,7 @@ failure.
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,7 +47,7 @@ from .clients import ClientResult
 from .conftest import skip_unless_ready
 from .harness import EDGE_RTSP_PORT, Lab
 from .intruder import Sprayer
-from .kernel_state import element_count, map_elements, nat_entries
+from .kernel_state import TABLE, element_count, map_elements, nat_entries
 from .processes import (
     BackgroundProcess,
     events_named,
@@ -235,6 +236,16 @@ def test_intruder_cannot_latch_a_kernel_binding(
     assert sprayer.received == [], sprayer.received[:3]
     assert_both_streams(result, MIN_FFMPEG_VIDEO_FRAMES)
     assert_media_in_kernel(released(proxy), latches=2)
+
+
+def test_clean_stop_deletes_the_table(lab: Lab, proxy: BackgroundProcess) -> None:
+    """SIGTERM releases everything and deletes hostednat's table."""
+    assert lab.run("edge", ["nft", "list", "table", "ip", TABLE]).returncode == 0
+
+    # twistd ends a SIGTERM'd run by re-raising the signal on itself.
+    assert proxy.stop() == -signal.SIGTERM, proxy.output()
+    assert lab.run("edge", ["nft", "list", "table", "ip", TABLE]).returncode != 0
+    assert nat_entries(lab) == []
 
 
 def test_failed_kernel_start_stops_twistd_before_it_listens(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,12 @@ from hostednat.nat import kernel
 from hostednat.nat.kernel import KernelBackendUnavailable, KernelBindingTable
 from hostednat.nat.kernel_nat import KernelNatError
 from hostednat.nat.userspace import UserspaceBindingTable
-from hostednat.proxy.service import ProxyService, build_service, make_binding_table
+from hostednat.proxy.service import (
+    ProxyService,
+    build_service,
+    exit_after_stop,
+    make_binding_table,
+)
 
 from .fakes import RecordingBindingTable
 
@@ -180,3 +187,22 @@ def test_twistd_refuses_kernel_backend_without_capability(tmp_path: Path) -> Non
     assert f"{path}: nat.backend:" in finished.stderr
     assert "CAP_NET_ADMIN" in finished.stderr
     assert "Traceback" not in finished.stderr + finished.stdout
+
+
+def test_exit_after_stop_stops_now_and_exits_with_the_status_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reactor stops at once; the status is given at interpreter exit."""
+    at_exit: list[Callable[[], None]] = []
+    exits: list[int] = []
+    monkeypatch.setattr(atexit, "register", at_exit.append)
+    monkeypatch.setattr(os, "_exit", exits.append)
+    reactor = MemoryReactorClock()
+    reactor.running = True
+
+    exit_after_stop(reactor, 1)
+    assert reactor.hasStopped
+    assert exits == []
+    (leave,) = at_exit
+    leave()
+    assert exits == [1]
