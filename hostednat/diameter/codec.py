@@ -60,9 +60,6 @@ _AVP_VENDOR_HEADER = struct.Struct("!III")
 _PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")
 _IDENTIFIERS = struct.Struct("!II")
 
-AvpList = list[Any]
-"""A list of python-diameter ``Avp`` objects (the library is untyped)."""
-
 
 class FramingError(Exception):
     """The byte stream cannot be a Diameter connection any more."""
@@ -83,10 +80,6 @@ class Header:
     @property
     def is_request(self) -> bool:
         return bool(self.flags & FLAG_REQUEST)
-
-    @property
-    def is_error(self) -> bool:
-        return bool(self.flags & FLAG_ERROR)
 
     @property
     def is_retransmit(self) -> bool:

@@ -176,14 +176,6 @@ class SpecificAction(enum.IntEnum):
     INDICATION_OF_RESERVATION_EXPIRATION = 7
 
 
-class AbortCause(enum.IntEnum):
-    """Abort-Cause values (TS 29.209 6.5.1)."""
-
-    BEARER_RELEASED = 0
-    INSUFFICIENT_SERVER_RESOURCES = 1
-    INSUFFICIENT_BEARER_RESOURCES = 2
-
-
 class TerminationCause(enum.IntEnum):
     """Termination-Cause values (RFC 6733 8.15)."""
 

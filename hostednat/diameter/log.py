@@ -45,8 +45,6 @@ SESSION_ABORTED: Final = "racs.session_aborted"
 TERMINATION_FAILED: Final = "racs.termination_failed"
 """An STR got no success answer (``session``, ``cause``)."""
 
-SPDF_LISTENING: Final = "spdf.listening"
-"""The simulator accepts Diameter connections (``endpoint``)."""
 
 SPDF_DECISION: Final = "spdf.decision"
 """The simulator answered an AAR (``session``, ``subscriber``,

@@ -580,51 +580,12 @@ def _int(avps: Sequence[Any], code: int) -> int | None:
     return None if value is None else int(value)
 
 
-def media_components(avps: Sequence[Any]) -> tuple[MediaComponent, ...]:
-    """Every Media-Component-Description of an AAR, decoded."""
-    found = []
-    for group in codec.find_all(
-        avps, AvpCode3gpp.MEDIA_COMPONENT_DESCRIPTION, VENDOR_3GPP
-    ):
-        members = codec.children(group)
-        subs = []
-        for sub in codec.find_all(
-            members, AvpCode3gpp.MEDIA_SUB_COMPONENT, VENDOR_3GPP
-        ):
-            inner = codec.children(sub)
-            usage = _int(inner, AvpCode3gpp.FLOW_USAGE)
-            descriptions = codec.find_all(
-                inner, AvpCode3gpp.FLOW_DESCRIPTION, VENDOR_3GPP
-            )
-            subs.append(
-                MediaSubComponent(
-                    flow_number=_int(inner, AvpCode3gpp.FLOW_NUMBER) or 0,
-                    flow_usage=None if usage is None else FlowUsage(usage),
-                    flow_descriptions=tuple(d.value.decode() for d in descriptions),
-                )
-            )
-        status = _int(members, AvpCode3gpp.FLOW_STATUS)
-        found.append(
-            MediaComponent(
-                number=_int(members, AvpCode3gpp.MEDIA_COMPONENT_NUMBER) or 0,
-                sub_components=tuple(subs),
-                media_type=_int(members, AvpCode3gpp.MEDIA_TYPE),
-                bandwidth_ul=_int(members, AvpCode3gpp.MAX_REQUESTED_BANDWIDTH_UL),
-                bandwidth_dl=_int(members, AvpCode3gpp.MAX_REQUESTED_BANDWIDTH_DL),
-                flow_status=None if status is None else FlowStatus(status),
-                rr_bandwidth=_int(members, AvpCode3gpp.RR_BANDWIDTH),
-                rs_bandwidth=_int(members, AvpCode3gpp.RS_BANDWIDTH),
-            )
-        )
-    return tuple(found)
-
-
 def requested_downlink(avps: Sequence[Any]) -> dict[int, int]:
     """Max-Requested-Bandwidth-DL by Media-Component-Number, of an AAR.
 
     Reads only those two members of each Media-Component-Description, for
     an SPDF's budget check; components without a downlink figure are left
-    out.  :func:`media_components` decodes the whole description.
+    out.
     """
     requested: dict[int, int] = {}
     for group in codec.find_all(

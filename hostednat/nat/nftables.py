@@ -150,7 +150,6 @@ ACCESS_MAP = "access"
 MAPS = (CORE_MAP, ACCESS_MAP)
 ACCOUNTING_CHAIN = "accounting"
 
-_ADDRESS = struct.Struct("!4s")
 _FIELD_PORT = struct.Struct("!H2x")
 
 

@@ -198,7 +198,7 @@ class BoxConnection(Protocol):
         for key, known in list(self._sessions.items()):
             if known is session:
                 del self._sessions[key]
-        url = next(iter(self._sdp), None) or next(iter(session.streams), None)
+        url = self._aggregate_url(session)
         if self.upstream is not None and session.session_id and url:
             teardown = Request("TEARDOWN", url, "RTSP/1.0", Headers())
             teardown.headers.add("CSeq", str(_PROXY_CSEQ))
@@ -252,16 +252,25 @@ class BoxConnection(Protocol):
             slot = Slot(request)
             self._slots.append(slot)
             waiting = self._process(request, slot)
-            if waiting is not None and not waiting.called:
+            if waiting is not None and (not waiting.called or waiting.paused):
                 self._busy = True
+                waiting.addErrback(self._step_failed, slot)
                 waiting.addBoth(self._resume)
-        if len(self._slots) >= self.proxy.rtsp.max_pipelined and not self._paused:
+        backlog = len(self._slots) + len(self._queue)
+        if backlog >= self.proxy.rtsp.max_pipelined and not self._paused:
             self._paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def _resume(self, _: object) -> None:
         self._busy = False
         self._pump()
+
+    def _step_failed(self, failure: Failure, slot: Slot) -> None:
+        """A step that waited failed unexpectedly: answer 500, keep going."""
+        self.log.failure("request processing failed", failure)
+        if slot.answer is None:
+            _cancel(slot.timer)
+            self.answer_locally(slot, 500)
 
     # -- requests -------------------------------------------------------------
 
@@ -333,7 +342,14 @@ class BoxConnection(Protocol):
         self.send(request, slot)
         return None
 
+    def forwarding(self, slot: Slot) -> bool:
+        """Whether a request that waited may still go upstream for ``slot``."""
+        return not self._closing and self.upstream is not None and slot.answer is None
+
     def send(self, request: Request, slot: Slot) -> None:
+        """Forward ``request`` upstream; its answer will fill ``slot``."""
+        if slot.answer is not None:
+            return
         if self.upstream is None:
             self.answer_locally(slot, 502)
             return
@@ -351,9 +367,25 @@ class BoxConnection(Protocol):
         else:
             session_id, _ = parse_session(value)
             session = self._sessions.get(session_id)
+        if session is not None and session.ended:
+            self._forget(session)
+            return None
         if session is not None:
             self.proxy.sessions.touch(session)
         return session
+
+    def _forget(self, session: RtspSession) -> None:
+        for key, known in list(self._sessions.items()):
+            if known is session:
+                del self._sessions[key]
+
+    def _aggregate_url(self, session: RtspSession) -> str | None:
+        """The URL to TEARDOWN ``session`` with: its DESCRIBE URL if known."""
+        streams = list(session.streams)
+        for url in self._sdp:
+            if any(stream.startswith(url) for stream in streams):
+                return url
+        return streams[0] if streams else next(iter(self._sdp), None)
 
     def open_session(self, request: Request) -> RtspSession:
         """Start a session for a SETUP that named none the proxy knows."""
@@ -498,7 +530,8 @@ class BoxConnection(Protocol):
         write = self.transport.write  # type: ignore[union-attr]
         while slots and slots[0].answer is not None:
             write(slots.popleft().answer.serialize())  # type: ignore[union-attr]
-        if self._paused and len(slots) < self.proxy.rtsp.max_pipelined:
+        backlog = len(slots) + len(self._queue)
+        if self._paused and backlog < self.proxy.rtsp.max_pipelined:
             self._paused = False
             self.transport.resumeProducing()  # type: ignore[union-attr]
         if self._closing and not slots:

@@ -63,6 +63,9 @@ class RtspSession:
     streams: dict[str, Stream] = attrs.field(factory=dict)
     timer: IDelayedCall | None = None
     ended: bool = False
+    merged_keys: list[str] = attrs.field(factory=list)
+    """Keys of sessions the server joined into this one; the admission hook
+    knows their streams by those keys."""
 
     def bindings(self) -> Iterator[Binding]:
         for stream in self.streams.values():
@@ -95,10 +98,14 @@ class SessionTable:
         admission.attach(self.terminate)
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return len(self._live())
 
     def __iter__(self) -> Iterator[RtspSession]:
-        return iter(list(self._by_key.values()))
+        return iter(self._live())
+
+    def _live(self) -> list[RtspSession]:
+        """Each live session once (a joined session is keyed twice)."""
+        return list(dict.fromkeys(self._by_key.values()))
 
     def open(self, box_address: str, owner: SessionOwner) -> RtspSession:
         """Start a session that has no server id yet."""
@@ -106,9 +113,6 @@ class SessionTable:
         session = RtspSession(key, box_address, owner, timeout=self._default_timeout)
         self._by_key[key] = session
         return session
-
-    def get(self, key: str) -> RtspSession | None:
-        return self._by_key.get(key)
 
     def by_id(self, session_id: str) -> RtspSession | None:
         return self._by_id.get(session_id)
@@ -150,6 +154,10 @@ class SessionTable:
         binding: Binding | None,
     ) -> None:
         """Record the stream at ``url``, releasing whatever it held before."""
+        if session.ended:
+            if binding is not None:
+                self.release(binding, "session already ended")
+            return
         previous = session.streams.get(url)
         session.streams[url] = Stream(url, lower_transport, binding)
         if previous is not None and previous.binding is not None:
@@ -158,11 +166,13 @@ class SessionTable:
     def merge(self, into: RtspSession, other: RtspSession) -> None:
         """Move ``other``'s streams into ``into`` (the server joined them)."""
         into.streams.update(other.streams)
+        into.merged_keys += [other.key, *other.merged_keys]
         other.streams.clear()
         other.ended = True
         if other.timer is not None and other.timer.active():
             other.timer.cancel()
-        self._by_key.pop(other.key, None)
+        for key in (other.key, *other.merged_keys):
+            self._by_key[key] = into
 
     def drop_stream(self, session: RtspSession, url: str, cause: str) -> None:
         stream = session.streams.pop(url, None)
@@ -178,7 +188,9 @@ class SessionTable:
         session.ended = True
         if session.timer is not None and session.timer.active():
             session.timer.cancel()
-        self._by_key.pop(session.key, None)
+        keys = (session.key, *session.merged_keys)
+        for key in keys:
+            self._by_key.pop(key, None)
         if session.session_id is not None:
             self._by_id.pop(session.session_id, None)
         for stream in session.streams.values():
@@ -192,7 +204,8 @@ class SessionTable:
             key=session.key,
             cause=cause,
         )
-        self._watch(self._admission.session_ended(session.key, cause), "admission")
+        for key in keys:
+            self.watch(self._admission.session_ended(key, cause), "admission")
 
     def release(self, binding: Binding, cause: str) -> None:
         """Give a binding back to its table."""
@@ -202,7 +215,7 @@ class SessionTable:
             binding=binding.binding_id,
             cause=cause,
         )
-        self._watch(self._bindings.remove(binding), "binding removal")
+        self.watch(self._bindings.remove(binding), "binding removal")
 
     def terminate(self, key: str, cause: str) -> None:
         """End the session ``key`` on behalf of the policy side."""
@@ -214,14 +227,16 @@ class SessionTable:
 
     def close(self) -> None:
         """End every session (service shutdown)."""
-        for session in list(self._by_key.values()):
+        for session in self._live():
             self.end(session, "shutdown")
 
     def _expire(self, session: RtspSession) -> None:
         session.timer = None
         self.end(session, "timeout")
 
-    def _watch(self, deferred: Deferred[None], what: str) -> None:
+    def watch(self, deferred: Deferred[None], what: str) -> None:
+        """Log a failure of ``deferred`` instead of dropping it."""
+
         def report(failure: Failure) -> None:
             self.log.failure("{what} failed", failure, what=what)
 

@@ -28,7 +28,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hostednat import events
-from hostednat.nat.binding import Binding, BindingRequest, NoPortsAvailable
+from hostednat.nat.binding import (
+    Binding,
+    BindingFailed,
+    BindingRequest,
+    NoPortsAvailable,
+)
 from hostednat.proxy.admission import Admission, AdmissionRefused, StreamDescription
 from hostednat.proxy.media import SetupPlan, answer_to_box, plan_setup, server_endpoints
 from hostednat.proxy.session import RtspSession
@@ -100,7 +105,7 @@ class SetupStep:
             binding = connection.proxy.bindings.allocate(
                 BindingRequest(box, plan.box_ports, session.key)
             )
-        except NoPortsAvailable as error:
+        except (NoPortsAvailable, BindingFailed) as error:
             self.log.warn(
                 "no free media ports for {box}",
                 hostednat_event=events.BINDING_EXHAUSTED,
@@ -137,6 +142,12 @@ class SetupStep:
     def _admitted(self, admission: Admission) -> None:
         assert self.binding is not None
         connection = self.connection
+        if not connection.forwarding(self.slot):
+            # The connection failed or closed while admission was pending.
+            connection.proxy.sessions.release(self.binding, "connection closed")
+            if self.slot.answer is None:
+                connection.answer_locally(self.slot, 502)
+            return
         send_destination = connection.proxy.nat.send_destination
         transport = self.plan.for_server(self.binding, send_destination)
         self.request.headers.set("Transport", transport)
@@ -182,7 +193,8 @@ class SetupStep:
             return
         server = server_endpoints(chosen, connection.server_address())
         if server is not None:
-            connection.proxy.bindings.install(binding, server[0], server[1])
+            installing = connection.proxy.bindings.install(binding, *server)
+            sessions.watch(installing, "binding install")
         answer.headers.set("Transport", answer_to_box(chosen, self.plan, binding))
         sessions.set_stream(session, url, "UDP", binding)
         if self.stream is not None:

@@ -32,12 +32,15 @@ class RecordingBindingTable:
 
     def __init__(self, capacity: int = 100) -> None:
         self.capacity = capacity
+        self.failure: Exception | None = None
         self.live: dict[str, Binding] = {}
         self.installed: dict[str, tuple[Endpoint, Endpoint | None]] = {}
         self.removed: list[str] = []
         self._serial = itertools.count(0)
 
     def allocate(self, request: BindingRequest) -> Binding:
+        if self.failure is not None:
+            raise self.failure
         if len(self.live) >= self.capacity:
             raise NoPortsAvailable("no ports")
         n = next(self._serial)
@@ -81,8 +84,12 @@ class RecordingBindingTable:
 class ScriptedAdmission:
     """Admits, or refuses with a preset error; records what it was told."""
 
-    def __init__(self, refusal: AdmissionRefused | None = None) -> None:
+    def __init__(
+        self, refusal: AdmissionRefused | None = None, hold: bool = False
+    ) -> None:
         self.refusal = refusal
+        self.hold = hold
+        self.pending: list[Deferred[Admission]] = []
         self.asked: list[StreamDescription] = []
         self.established: list[tuple[StreamDescription, Endpoint | None]] = []
         self.ended: list[tuple[str, str]] = []
@@ -93,6 +100,9 @@ class ScriptedAdmission:
 
     def admit(self, stream: StreamDescription) -> Deferred[Admission]:
         self.asked.append(stream)
+        if self.hold:
+            self.pending.append(Deferred())
+            return self.pending[-1]
         if self.refusal is not None:
             return fail(self.refusal)
         return succeed(Admission())

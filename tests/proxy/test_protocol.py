@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hostednat.nat.binding import Endpoint
-from hostednat.proxy.admission import AdmissionRefused
+from hostednat.nat.binding import BindingFailed, Endpoint
+from hostednat.proxy.admission import Admission, AdmissionRefused
 from hostednat.rtsp.message import Request, Response
 from hostednat.rtsp.parser import RtspParser
 from hostednat.rtsp.transport import parse_transport
@@ -519,3 +519,86 @@ def test_answered_teardown_leaves_no_session_behind() -> None:
 
     assert h.box._tearing_down == set()
     assert h.box._sessions == {}
+
+
+def test_box_leaving_during_admission_releases_the_binding() -> None:
+    """A binding allocated for a SETUP still under admission goes back if the
+    box hangs up before the verdict, and nothing reaches the server."""
+    admission = ScriptedAdmission(hold=True)
+    h = Harness(admission=admission)
+    h.box_sends(request("OPTIONS", BOX_URL, 1))
+    h.server_sends(answer(200, 1))
+    h.box_sees()
+    h.server_sees()
+    h.box_sends(request("SETUP", f"{BOX_URL}/stream=0", 2, UDP))
+    assert len(h.bindings.live) == 1
+    h.box_closes()
+    admission.pending[0].callback(Admission())
+    assert h.bindings.live == {}
+    assert h.server_sees() == b""
+
+
+def test_setup_on_an_expired_session_holds_no_binding() -> None:
+    """A SETUP naming a session that timed out leaves no binding behind."""
+    h = Harness()
+    setup_udp(h)
+    h.clock.advance(41)
+    assert h.bindings.live == {}
+    h.box_sends(request("SETUP", f"{BOX_URL}/stream=1", 2, UDP, "Session: 8dz_VIbx"))
+    sent = one(h.server_sees())
+    ports = parse_transport(sent.headers.get("Transport") or "")[0].client_port
+    h.server_sends(
+        answer(
+            200,
+            2,
+            f"Transport: RTP/AVP;unicast;client_port={ports};server_port=6972-6973",
+            "Session: 8dz_VIbx;timeout=30",
+        )
+    )
+    h.box_sees()
+    h.box_closes()
+    assert h.bindings.live == {}
+
+
+def test_joined_sessions_end_both_admission_sessions() -> None:
+    """When the server puts a second SETUP in the first one's session, the
+    admission hook still hears the end of both keys it admitted."""
+    admission = ScriptedAdmission()
+    h = Harness(admission=admission)
+    setup_udp(h, 1, "stream=0")
+    setup_udp(h, 2, "stream=1")
+    keys = {stream.session_key for stream in admission.asked}
+    assert len(keys) == 2
+    h.box_sends(request("TEARDOWN", BOX_URL, 3, "Session: 8dz_VIbx"))
+    h.server_sends(answer(200, 3))
+    assert {key for key, _ in admission.ended} == keys
+    assert h.bindings.live == {}
+
+
+def test_requests_queued_behind_admission_count_towards_the_cap() -> None:
+    """Requests waiting behind a SETUP under admission pause reading at the
+    pipelining cap, so a box cannot queue without bound."""
+    admission = ScriptedAdmission(hold=True)
+    h = Harness(admission=admission)
+    h.box_sends(request("OPTIONS", BOX_URL, 1))
+    h.server_sends(answer(200, 1))
+    h.box_sees()
+    h.box_sends(request("SETUP", f"{BOX_URL}/stream=0", 2, UDP))
+    h.box_sends(b"".join(request("OPTIONS", BOX_URL, n) for n in range(3, 40)))
+    assert h.box_transport.producerState == "paused"
+    admission.pending[0].callback(Admission())
+    h.server_sends(answer(461, 2) + b"".join(answer(200, n) for n in range(3, 40)))
+    assert len(parse_all(h.box_sees())) == 38
+    assert h.box_transport.producerState == "producing"
+
+
+def test_data_plane_failure_answers_its_status() -> None:
+    """A binding the data plane cannot create gets 503, not silence."""
+    h = Harness()
+    h.bindings.failure = BindingFailed("netlink said no")
+    h.box_sends(request("OPTIONS", BOX_URL, 1))
+    h.server_sends(answer(200, 1))
+    h.box_sees()
+    h.box_sends(request("SETUP", f"{BOX_URL}/stream=0", 2, UDP))
+    reply = one(h.box_sees())
+    assert isinstance(reply, Response) and reply.status == 503

@@ -36,8 +36,6 @@ from hostednat.diameter.simulator.config import SimulatorConfig
 from hostednat.diameter.simulator.spdf import SessionRecord, SpdfPolicy
 from hostednat.diameter.transport import Answer, DiameterServerFactory, GroupDriver
 
-RELEASE_OF_BEARER = int(SpecificAction.INDICATION_OF_RELEASE_OF_BEARER)
-
 
 class Spdf:
     """The simulated SPDF: policy, connections, RAR and ASR."""

@@ -229,8 +229,3 @@ class SpdfPolicy:
             record.origin_host,
             cause,
         )
-
-
-def answer_result(message: Any) -> Result | None:
-    """The result an AF put in its RAA or ASA."""
-    return messages.result_of(message.avps)
