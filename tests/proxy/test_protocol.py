@@ -602,3 +602,19 @@ def test_data_plane_failure_answers_its_status() -> None:
     h.box_sends(request("SETUP", f"{BOX_URL}/stream=0", 2, UDP))
     reply = one(h.box_sees())
     assert isinstance(reply, Response) and reply.status == 503
+
+
+def test_policy_teardown_names_the_aggregate_url() -> None:
+    """The proxy's own TEARDOWN uses the session's DESCRIBE URL."""
+    admission = ScriptedAdmission()
+    h = Harness(admission=admission)
+    h.box_sends(request("DESCRIBE", BOX_URL, 1))
+    h.server_sees()
+    h.server_sends(answer(200, 1, f"Content-Base: {SERVER_URL}/", body=b"v=0\r\n"))
+    h.box_sees()
+    setup_udp(h, 2)
+    assert admission.terminate is not None
+    admission.terminate(admission.asked[0].session_key, "aborted by policy")
+    teardown = one(h.server_sees())
+    assert isinstance(teardown, Request)
+    assert (teardown.method, teardown.uri) == ("TEARDOWN", SERVER_URL)
