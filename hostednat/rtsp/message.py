@@ -193,8 +193,26 @@ def _check_start(*parts: str) -> None:
             raise LocalProtocolError(f"illegal start-line element {part!r}")
 
 
+class _Message:
+    """What requests and responses share: headers, a body, a CSeq."""
+
+    headers: Headers
+    body: bytes
+
+    @property
+    def cseq(self) -> str | None:
+        """The CSeq header value (RFC 2326 12.17), or None."""
+        return self.headers.get("CSeq")
+
+    def set_body(self, body: bytes) -> None:
+        """Replace the body and keep Content-Length (RFC 2326 12.14) true."""
+        self.body = body
+        if body or "Content-Length" in self.headers:
+            self.headers.set("Content-Length", str(len(body)))
+
+
 @attrs.define
-class Request:
+class Request(_Message):
     """An RTSP request (RFC 2326 6, RFC 7826 7).
 
     :param method: the method token, e.g. ``SETUP``.
@@ -210,15 +228,6 @@ class Request:
     headers: Headers
     body: bytes = b""
     _wire: _Wire | None = attrs.field(default=None, init=False, eq=False, repr=False)
-
-    @property
-    def cseq(self) -> str | None:
-        """The CSeq header value (RFC 2326 12.17), or None."""
-        return self.headers.get("CSeq")
-
-    def set_body(self, body: bytes) -> None:
-        """Replace the body and keep Content-Length (RFC 2326 12.14) true."""
-        _set_body(self, body)
 
     def serialize(self) -> bytes:
         """Return the wire form; unchanged parsed requests come out exact."""
@@ -238,7 +247,7 @@ class Request:
 
 
 @attrs.define
-class Response:
+class Response(_Message):
     """An RTSP response (RFC 2326 7, RFC 7826 8).
 
     :param version: ``RTSP/1.0`` or ``RTSP/2.0``.
@@ -254,15 +263,6 @@ class Response:
     headers: Headers
     body: bytes = b""
     _wire: _Wire | None = attrs.field(default=None, init=False, eq=False, repr=False)
-
-    @property
-    def cseq(self) -> str | None:
-        """The CSeq header value (RFC 2326 12.17), or None."""
-        return self.headers.get("CSeq")
-
-    def set_body(self, body: bytes) -> None:
-        """Replace the body and keep Content-Length (RFC 2326 12.14) true."""
-        _set_body(self, body)
 
     def serialize(self) -> bytes:
         """Return the wire form; unchanged parsed responses come out exact."""
@@ -280,12 +280,6 @@ class Response:
             start = f"{self.version} {self.status} {self.reason}\r\n"
             end = "\r\n" if wire is None else wire.end_line
         return _encode(start + self.headers._render() + end) + self.body
-
-
-def _set_body(message: Request | Response, body: bytes) -> None:
-    message.body = body
-    if body or "Content-Length" in message.headers:
-        message.headers.set("Content-Length", str(len(body)))
 
 
 @attrs.frozen
