@@ -282,9 +282,8 @@ class TransportSpec:
 
     def _find(self, name: str) -> int:
         key = name.lower()
-        size = len(key)
         for index, (present, _) in enumerate(self.params):
-            if len(present) == size and present.lower() == key:
+            if present == key or present.lower() == key:
                 return index
         return -1
 
