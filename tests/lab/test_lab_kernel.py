@@ -1,6 +1,6 @@
 """Kernel media bindings end to end: hostednat with ``[nat] backend = "kernel"``.
 
-The lab of ``test_lab_udp.py`` with hostednat (as root, in the edge) on the
+The lab of ``test_lab_clients.py`` with hostednat (as root, in the edge) on the
 kernel backend: the box's punches latch in Python, then each leg is two
 elements of the ``hostednat`` nftables maps, and the media crosses the edge
 in the kernel's NAT.  The tests decide on three things read independently:

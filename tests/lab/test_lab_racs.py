@@ -1,6 +1,6 @@
 """RACS admission end to end: real clients, hostednat, and the SPDF simulator.
 
-The lab of ``test_lab_udp.py`` plus the ``racs`` host (192.0.2.20), where
+The lab of ``test_lab_clients.py`` plus the ``racs`` host (192.0.2.20), where
 ``twistd hostednat-spdf`` answers the Gq' client hostednat runs in the edge
 (``[racs]`` pointing at it).  The media server announces ``b=AS`` on both
 streams, so every AAR asks for downlink bandwidth; the SPDF sees the box as
